@@ -1,0 +1,79 @@
+# clinical-upgrade: the two commands of the README, and the pieces they are made of.
+#   make demo   set up everything missing, build the lab, run the main job on it
+#   make test   lint and every test (unit tests against real DICOM/HL7 peers, Molecule)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+BIN         := $(VENV)/bin
+PYTHON      ?= python3
+STAMP_DIR   := $(VENV)/.stamps
+export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
+export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+DEB_PACKAGES := podman runc debootstrap uidmap slirp4netns dcmtk orthanc python3-venv openssl make
+
+.PHONY: help deps venv images lab-up lab-down verify demo lint unit molecule test clean
+
+help:
+	@echo "make demo      install what is missing, bring the lab up, run the main job"
+	@echo "make test      lint + unit tests + Molecule scenarios"
+	@echo "make lab-up    bring the lab up (idempotent);  make lab-down removes its containers"
+	@echo "make verify    run the clinical health check against the lab"
+
+# Debian packages: installed only when one is missing (needs root).
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  systemctl disable --now orthanc >/dev/null 2>&1 || true; \
+	else echo "deps: Debian packages present"; fi
+
+# The virtualenv with the project's Python dependencies; reinstalled only when pyproject.toml changes.
+venv: $(STAMP_DIR)/venv
+$(STAMP_DIR)/venv: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@mkdir -p $(STAMP_DIR) && touch $@
+
+images: deps
+	lab/build-image.sh debian12
+	lab/build-image.sh debian13
+
+lab-up: deps venv
+	$(BIN)/ansible-playbook playbooks/lab.yml
+
+lab-down: venv
+	$(BIN)/ansible-playbook playbooks/lab_down.yml
+
+verify: venv
+	$(BIN)/ansible-playbook playbooks/verify.yml
+
+demo: lab-up
+	$(BIN)/ansible-playbook playbooks/verify.yml
+	@echo
+	@echo "demo: result written to $(CURDIR)/results/verify-latest.json"
+
+lint: venv
+	$(BIN)/yamllint -s .
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint
+	@for m in plugins/modules/*.py; do \
+	  n=$$(basename $$m .py); \
+	  $(BIN)/ansible-doc -M plugins/modules $$n >/dev/null || { echo "ansible-doc fails for $$n"; exit 1; }; \
+	done; echo "ansible-doc: every module renders"
+
+unit: deps venv
+	$(BIN)/pytest tests/unit
+
+molecule: deps venv images
+	cd $(CURDIR) && $(BIN)/molecule test --all
+
+test: lint unit molecule
+
+clean: lab-down
+	rm -rf results

@@ -6,6 +6,7 @@
 - ae_title_error: why a value is not a valid DICOM AE title ('' when it is).
 - modality_ae_item: {key, value} of a pacs_server_modalities entry's AE title, for validation loops.
 - mask_phi: mask a patient name or ID so that reports and logs carry no PHI.
+- verify_record: turn a registered health-check result into one record of a verification report.
 """
 
 from __future__ import annotations
@@ -56,10 +57,45 @@ def mask_phi(value, keep: int = 1) -> str:
     return "".join(masked)
 
 
+# Keys of a registered task result that say nothing about the check itself.
+_INTERNAL_KEYS = frozenset(
+    {"invocation", "changed", "failed", "msg", "attempts", "skipped", "skip_reason", "false_condition",
+     "failed_when_result", "warnings", "deprecations", "ansible_facts", "exception", "module_stdout",
+     "module_stderr", "stdout_lines", "stderr_lines", "retries"}
+)
+
+
+def verify_record(result, check: str, expect_count_min=None, expect_count_max=None) -> dict:
+    """One record of a verification report from a task result registered with failed_when: false.
+
+    status is 'passed', 'failed' or 'skipped'. A result with a `count` can be held to
+    expect_count_min / expect_count_max (for example: an order must be in the worklist).
+    """
+    result = result if isinstance(result, dict) else {}
+    details = {k: v for k, v in result.items() if k not in _INTERNAL_KEYS and not k.startswith("_ansible")}
+    latency = result.get("latency_ms")
+    if result.get("skipped"):
+        return {"check": check, "status": "skipped", "elapsed_ms": None,
+                "message": "not run: " + str(result.get("false_condition", "condition false")), "details": {}}
+    if result.get("failed") or result.get("unreachable"):
+        return {"check": check, "status": "failed", "elapsed_ms": latency,
+                "message": str(result.get("msg", "failed without a message")), "details": details}
+    message = str(result.get("msg") or "ok")
+    count = result.get("count")
+    if expect_count_min is not None and (count is None or int(count) < int(expect_count_min)):
+        return {"check": check, "status": "failed", "elapsed_ms": latency,
+                "message": f"expected at least {expect_count_min} match(es), found {count}", "details": details}
+    if expect_count_max is not None and (count is None or int(count) > int(expect_count_max)):
+        return {"check": check, "status": "failed", "elapsed_ms": latency,
+                "message": f"expected at most {expect_count_max} match(es), found {count}", "details": details}
+    return {"check": check, "status": "passed", "elapsed_ms": latency, "message": message, "details": details}
+
+
 class FilterModule:
     def filters(self):
         return {
             "ae_title_error": ae_title_error,
             "modality_ae_item": modality_ae_item,
             "mask_phi": mask_phi,
+            "verify_record": verify_record,
         }

@@ -71,7 +71,8 @@ unit: deps venv
 	$(BIN)/pytest tests/unit
 
 molecule: deps venv images
-	cd $(CURDIR) && $(BIN)/molecule test --all
+	@mkdir -p lab/state/apt-archives
+	$(BIN)/molecule test --all
 
 test: lint unit molecule
 

@@ -1,0 +1,51 @@
+"""The project's own health checks (playbooks/verify.yml) against the converged scenario."""
+
+import json
+import re
+
+EXPECTED = {
+    "mol-pacs1": {"dicom_echo", "pacs_info", "dicom_query_studies", "dicom_roundtrip"},
+    "mol-ris1": {"worklist_echo", "hl7_order_ack", "order_in_worklist", "hl7_cancel_ack", "cancelled_order_gone"},
+    "mol-ws1": {"viewer_installed"},
+    "mol-ws2": {"viewer_installed"},
+}
+
+
+def test_verify_playbook_succeeds(verify_result):
+    assert verify_result["_returncode"] == 0, verify_result["_stdout"][-4000:]
+
+
+def test_every_expected_check_ran_and_passed(verify_result):
+    by_host = {}
+    for check in verify_result["checks"]:
+        by_host.setdefault(check["host"], {})[check["check"]] = check
+    for host, checks in EXPECTED.items():
+        assert set(by_host.get(host, {})) == checks, f"{host}: ran {sorted(by_host.get(host, {}))}"
+        failed = {name: c["message"] for name, c in by_host[host].items() if c["status"] != "passed"}
+        assert not failed, f"{host}: {failed}"
+    assert verify_result["summary"]["failed"] == 0
+    assert verify_result["summary"]["passed"] == sum(len(c) for c in EXPECTED.values())
+
+
+def test_pacs_reports_seeded_content_and_version(verify_result):
+    pacs = {c["check"]: c for c in verify_result["checks"] if c["host"] == "mol-pacs1"}
+    info = pacs["pacs_info"]["details"]
+    assert info["version"].startswith("1.10")
+    assert info["statistics"]["CountStudies"] == 20
+    assert info["statistics"]["CountInstances"] == 600
+    assert pacs["dicom_query_studies"]["details"]["count"] == 20
+    assert pacs["dicom_roundtrip"]["details"]["match"] is True
+    assert pacs["dicom_roundtrip"]["details"]["deleted"] is True
+
+
+def test_result_carries_no_patient_names_or_ids(verify_result):
+    text = json.dumps({k: v for k, v in verify_result.items() if not k.startswith("_")})
+    assert "SYNTH^PATIENT" not in text
+    assert not re.search(r"SYN-?\d{4,}", text), "an unmasked synthetic patient ID is in the result"
+
+
+def test_run_record_says_who_and_when(verify_result):
+    run = verify_result["run"]
+    assert run["started"].endswith("Z") and run["finished"].endswith("Z")
+    assert run["user"]
+    assert sorted(run["hosts"]) == sorted(EXPECTED)

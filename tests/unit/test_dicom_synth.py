@@ -1,0 +1,87 @@
+"""dicom_synth: deterministic, obviously synthetic instances and the generator CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pydicom
+from ansible.module_utils import dicom_synth
+from conftest import REPO
+
+
+def test_make_instance_is_deterministic_and_synthetic():
+    a = dicom_synth.make_instance(3, 1, 2, 4)
+    b = dicom_synth.make_instance(3, 1, 2, 4)
+    assert a.SOPInstanceUID == b.SOPInstanceUID
+    assert a.PixelData == b.PixelData
+    assert dicom_synth.dataset_digest(a) == dicom_synth.dataset_digest(b)
+    assert str(a.PatientName) == "SYNTH^PATIENT^0003"
+    assert a.PatientID == "SYN-000003"
+    assert a.PatientIdentityRemoved == "YES"
+    assert a.SOPInstanceUID.startswith("2.25.")
+    assert a.Rows == a.Columns == 64
+    assert len(a.PixelData) == 64 * 64 * 2
+
+
+def test_indices_and_seed_change_uids():
+    base = dicom_synth.make_instance(0, 0, 0, 0)
+    others = [
+        dicom_synth.make_instance(1, 0, 0, 0),
+        dicom_synth.make_instance(0, 1, 0, 0),
+        dicom_synth.make_instance(0, 0, 1, 0),
+        dicom_synth.make_instance(0, 0, 0, 1),
+        dicom_synth.make_instance(0, 0, 0, 0, seed="other"),
+    ]
+    assert len({base.SOPInstanceUID, *(o.SOPInstanceUID for o in others)}) == 6
+    assert dicom_synth.make_instance(0, 0, 0, 1).StudyInstanceUID == base.StudyInstanceUID
+    assert all(len(o.SOPInstanceUID) <= 64 for o in others)
+
+
+def test_secondary_capture_and_validation():
+    ds = dicom_synth.make_instance(0, 0, 0, 0, modality="OT", size_px=8)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    for kwargs in ({"size_px": 0}, {"modality": "XX"}):
+        try:
+            dicom_synth.make_instance(0, 0, 0, 0, **kwargs)
+        except ValueError as exc:
+            assert "must" in str(exc)
+        else:
+            raise AssertionError(f"{kwargs} accepted")
+
+
+def test_canary_has_fresh_uids():
+    a, b = dicom_synth.make_canary_instance(), dicom_synth.make_canary_instance()
+    assert a.SOPInstanceUID != b.SOPInstanceUID
+    assert a.PatientID == "SYN-999999"
+    assert dicom_synth.pixel_digest(a) == dicom_synth.pixel_digest(b)
+
+
+def test_generate_studies_manifest(tmp_path):
+    manifest = dicom_synth.generate_studies(str(tmp_path), studies=3, series=2, instances=2, size_px=8)
+    assert len(manifest) == 12
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == manifest
+    uid, entry = next(iter(manifest.items()))
+    ds = pydicom.dcmread(tmp_path / entry["path"])
+    assert ds.SOPInstanceUID == uid
+    assert ds.StudyInstanceUID == entry["study_uid"]
+    assert {e["patient_id"] for e in manifest.values()} == {"SYN-000000", "SYN-000001"}
+    again = dicom_synth.generate_studies(str(tmp_path), studies=3, series=2, instances=2, size_px=8)
+    assert again == manifest  # rerun gives the same UIDs and bytes
+
+
+def test_cli(tmp_path):
+    out = tmp_path / "synth"
+    cmd = [sys.executable, str(REPO / "tools" / "generate_studies.py"), "--out", str(out)]
+    proc = subprocess.run(
+        cmd + ["--studies", "2", "--series", "1", "--instances", "2", "--size", "8"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "wrote 4 instances in 2 studies" in proc.stdout
+    assert len(json.loads((out / "manifest.json").read_text())) == 4
+    bad = subprocess.run(cmd + ["--studies", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "positive integer" in bad.stderr

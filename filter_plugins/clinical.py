@@ -71,7 +71,9 @@ def verify_record(result, check: str, expect_count_min=None, expect_count_max=No
     status is 'passed', 'failed' or 'skipped'. A result with a `count` can be held to
     expect_count_min / expect_count_max (for example: an order must be in the worklist).
     """
-    result = result if isinstance(result, dict) else {}
+    if not isinstance(result, dict):
+        return {"check": check, "status": "failed", "elapsed_ms": None,
+                "message": "no result was recorded for this check", "details": {}}
     details = {k: v for k, v in result.items() if k not in _INTERNAL_KEYS and not k.startswith("_ansible")}
     latency = result.get("latency_ms")
     if result.get("skipped"):

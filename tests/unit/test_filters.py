@@ -1,0 +1,91 @@
+"""filter_plugins/clinical.py: AE title validation, PHI masking, verification records."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
+
+from clinical import FilterModule, ae_title_error, mask_phi, modality_ae_item, verify_record  # noqa: E402
+
+
+@pytest.mark.parametrize("value", ["PACS1", "A", "ORTHANC_ARCHIVE16", "RAD WS 01"])
+def test_valid_ae_titles_have_no_error(value):
+    assert ae_title_error(value[:16]) == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("A" * 17, "at most 16"),
+        ("PACS\\1", "backslash"),
+        ("PACS\n1", "control characters"),
+        ("PACS\t1", "control characters"),
+        (42, "must be a string"),
+        (None, "must be a string"),
+    ],
+)
+def test_invalid_ae_titles_say_what_to_fix(value, words):
+    assert words in ae_title_error(value)
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2)))
+def test_ae_title_error_never_raises(value):
+    assert isinstance(ae_title_error(value), str)
+
+
+def test_modality_ae_item_names_the_entry():
+    item = modality_ae_item({"name": "ws1", "aet": "RADWS01"})
+    assert item == {"key": "pacs_server_modalities[ws1].aet", "value": "RADWS01"}
+    assert modality_ae_item({"aet": None})["value"] is None
+
+
+def test_mask_phi_keeps_shape_not_value():
+    assert mask_phi("SYNTH^PATIENT^0003") == "S****^P******^0***"
+    assert mask_phi("SYN-000003") == "S*********"
+    assert mask_phi(None) == ""
+    assert mask_phi("AB", keep=0) == "**"
+
+
+@given(st.text(min_size=2, max_size=60))
+def test_mask_phi_never_reveals_more_than_first_letters(value):
+    masked = mask_phi(value)
+    assert len(masked) == len(value)
+    visible = [c for c in masked if c not in "*^ ="]
+    components = [p for p in value.replace("=", "^").replace(" ", "^").split("^") if p]
+    assert len(visible) <= len(components)
+
+
+def test_verify_record_passed_failed_skipped():
+    ok = verify_record({"changed": False, "latency_ms": 3.5, "count": 2, "invocation": {"x": 1}}, "dicom_echo")
+    assert ok == {"check": "dicom_echo", "status": "passed", "elapsed_ms": 3.5, "message": "ok",
+                  "details": {"latency_ms": 3.5, "count": 2}}
+    bad = verify_record({"failed": True, "msg": "association rejected: called AE title not recognised"}, "dicom_echo")
+    assert bad["status"] == "failed"
+    assert "called AE title" in bad["message"]
+    skipped = verify_record({"skipped": True, "false_condition": "dicom_verify_roundtrip | bool"}, "dicom_roundtrip")
+    assert skipped["status"] == "skipped"
+    assert "dicom_verify_roundtrip" in skipped["message"]
+
+
+def test_verify_record_count_expectations():
+    assert verify_record({"count": 0}, "order_in_worklist", expect_count_min=1)["status"] == "failed"
+    assert verify_record({"count": 1}, "order_in_worklist", expect_count_min=1)["status"] == "passed"
+    assert verify_record({"count": 1}, "cancelled_order_gone", expect_count_max=0)["status"] == "failed"
+    assert verify_record({"count": 0}, "cancelled_order_gone", expect_count_max=0)["status"] == "passed"
+    assert "found None" in verify_record({}, "x", expect_count_min=1)["message"]
+
+
+def test_verify_record_without_a_result_fails():
+    record = verify_record(None, "x")
+    assert record["status"] == "failed"
+    assert record["message"] == "no result was recorded for this check"
+
+
+def test_filters_are_registered():
+    assert set(FilterModule().filters()) == {"ae_title_error", "modality_ae_item", "mask_phi", "verify_record"}

@@ -1,0 +1,208 @@
+"""Tests for the hl7_check module: main() with module args, real MLLP peers on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import hl7_fixtures
+import pytest
+import yaml
+from hl7_fixtures import (
+    ROOT,
+    ack_bytes,
+    control_id_of,
+    free_port,
+    load_module,
+    run_module,
+)
+
+mllp_listener = hl7_fixtures.mllp_listener  # a fixture, used by name
+scripted_mllp_server = hl7_fixtures.scripted_mllp_server  # a fixture, used by name
+
+hl7_check = load_module("hl7_check")
+
+
+def args_for(peer, **extra):
+    out = {"host": "127.0.0.1", "port": peer.port, "timeout": 5}
+    out.update(extra)
+    return out
+
+
+def test_order_accepted_by_listener(mllp_listener):
+    res = run_module(
+        hl7_check,
+        args_for(mllp_listener, order={"accession_number": "CHK001", "modality": "CT"}, control_id="CHECK1"),
+    )
+    assert res["_rc"] == 0, res
+    assert res["changed"] is False
+    assert res["sent"] is True
+    assert res["ack_code"] == "AA"
+    assert res["accepted"] is True
+    assert res["ack_text"] == "order NW: worklist entry scheduled"
+    assert res["control_id"] == "CHECK1"
+    assert res["ack_control_id"] == "CHECK1"
+    assert res["ack_message_type"] == "ACK^O01^ACK"
+    assert res["message_type"] == "ORM^O01^ORM_O01"
+    assert res["errors"] == []
+    assert res["latency_ms"] > 0
+    assert res["connect_ms"] >= 0
+    assert res["ack_message"].split("\r")[1].startswith("MSA|AA|CHECK1")
+    assert (mllp_listener.dir / "CHK001.wl").exists()
+
+
+def test_sent_message_is_masked(mllp_listener):
+    res = run_module(hl7_check, args_for(mllp_listener, message_type="ADT^A01", order={"patient_id": "SYNSECRET1"}))
+    assert res["_rc"] == 0, res
+    assert "SYNSECRET1" not in res["sent_message"]
+    assert "ZZTEST" not in res["sent_message"]
+    assert "PID|1||***||***" in res["sent_message"]
+    assert "SYNSECRET1" not in mllp_listener.log_text()
+
+
+def test_cancel_removes_entry(mllp_listener):
+    assert run_module(hl7_check, args_for(mllp_listener, order={"accession_number": "CHK002"}))["_rc"] == 0
+    assert (mllp_listener.dir / "CHK002.wl").exists()
+    res = run_module(hl7_check, args_for(mllp_listener, order={"control": "CA", "accession_number": "CHK002"}))
+    assert res["_rc"] == 0, res
+    assert "removed" in res["ack_text"]
+    assert not (mllp_listener.dir / "CHK002.wl").exists()
+
+
+def test_expected_ack_mismatch_fails_with_errors(mllp_listener):
+    raw = "MSH|^~\\&|A|B|C|D|20240101||ORU^R01|RAW1|P|2.5.1\rPID|1||X"
+    res = run_module(hl7_check, args_for(mllp_listener, message_type="raw", raw_message=raw))
+    assert res["_rc"] == 1
+    assert res["failed"] is True
+    assert res["ack_code"] == "AR"
+    assert res["accepted"] is False
+    assert "expected AA" in res["msg"] and "answered AR" in res["msg"]
+    assert res["errors"][0]["code"] == "200"
+    assert res["errors"][0]["location"] == "MSH^1^9"
+    assert res["control_id"] == "RAW1"
+
+
+def test_expected_ack_ar_passes(mllp_listener):
+    raw = "MSH|^~\\&|A|B|C|D|20240101||ORU^R01|RAW2|P|2.5.1"
+    res = run_module(
+        hl7_check, args_for(mllp_listener, message_type="raw", raw_message=raw, expected_ack="AR", control_id="OVR1")
+    )
+    assert res["_rc"] == 0, res
+    assert res["control_id"] == "OVR1"
+    assert res["ack_control_id"] == "OVR1"
+
+
+def test_check_mode_does_not_send(scripted_mllp_server):
+    res = run_module(hl7_check, args_for(scripted_mllp_server), check_mode=True)
+    assert res["_rc"] == 0, res
+    assert res["sent"] is False
+    assert "check mode" in res["msg"]
+    assert "ack_code" not in res
+    assert res["sent_message"].startswith("MSH|")
+    assert scripted_mllp_server.requests == []
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ({"port": 0}, "port must be an integer from 1 to 65535"),
+        ({"port": 70000}, "port must be an integer from 1 to 65535"),
+        ({"host": " "}, "host must be"),
+        ({"message_type": "ORU^R01"}, "value of message_type must be one of"),
+        ({"message_type": "raw"}, "raw_message"),
+        ({"order": {"accession_number": "bad/acc"}}, "order.accession_number"),
+    ],
+)
+def test_validation_before_network(scripted_mllp_server, bad, fragment):
+    args = args_for(scripted_mllp_server)
+    args.update(bad)
+    res = run_module(hl7_check, args)
+    assert res["_rc"] == 1
+    assert fragment in res["msg"]
+    assert res.get("sent", False) is False
+    assert scripted_mllp_server.requests == []
+
+
+def test_timeout_is_clear_error(scripted_mllp_server):
+    scripted_mllp_server.responder = lambda req: None
+    res = run_module(hl7_check, args_for(scripted_mllp_server, timeout=0.5))
+    assert res["_rc"] == 1
+    assert res["error_kind"] == "timeout"
+    assert f"no ACK from 127.0.0.1:{scripted_mllp_server.port} within 0.5 s" in res["msg"]
+    assert res["sent"] is True
+
+
+def test_refused_is_clear_error():
+    port = free_port()
+    res = run_module(hl7_check, {"host": "127.0.0.1", "port": port, "timeout": 2})
+    assert res["_rc"] == 1
+    assert res["error_kind"] == "refused"
+    assert res["sent"] is False
+    assert "connection refused" in res["msg"]
+
+
+def test_malformed_ack_is_clear_error(scripted_mllp_server):
+    scripted_mllp_server.responder = lambda req: b"\x0bMSH|^~\\&|P|P|C|C|2024||ACK|1|P|2.5\x1c\x0d"
+    res = run_module(hl7_check, args_for(scripted_mllp_server))
+    assert res["_rc"] == 1
+    assert res["error_kind"] == "ack"
+    assert "no MSA segment" in res["msg"]
+
+
+def test_control_id_mismatch_reports_ack(scripted_mllp_server):
+    scripted_mllp_server.responder = lambda req: ack_bytes("AA", "NOT-" + control_id_of(req))
+    res = run_module(hl7_check, args_for(scripted_mllp_server, control_id="CID1"))
+    assert res["_rc"] == 1
+    assert res["error_kind"] == "control_id"
+    assert res["ack_control_id"] == "NOT-CID1"
+    assert res["latency_ms"] > 0
+
+
+def test_ae_with_err_text(scripted_mllp_server):
+    scripted_mllp_server.responder = lambda req: ack_bytes(
+        "AE", control_id_of(req), "", ["ERR||PID^1^3|101^Patient id missing^HL70357|E"]
+    )
+    res = run_module(hl7_check, args_for(scripted_mllp_server, expected_ack="AE"))
+    assert res["_rc"] == 0, res
+    assert res["ack_text"] == "Patient id missing"
+    assert res["errors"][0]["severity"] == "E"
+
+
+def test_return_keys_are_documented_and_tested():
+    documented = set(yaml.safe_load(hl7_check.RETURN))
+    tested = {
+        "sent", "message_type", "control_id", "sent_message", "ack_code", "ack_text", "ack_control_id",
+        "ack_message_type", "accepted", "errors", "ack_message", "latency_ms", "connect_ms", "error_kind",
+    }  # fmt: skip
+    assert documented == tested
+
+
+def test_ansible_doc_renders():
+    doc = Path(sys.executable).parent / "ansible-doc"
+    if not doc.exists():
+        doc = shutil.which("ansible-doc")
+    proc = subprocess.run(
+        [str(doc), "-M", str(ROOT / "plugins" / "modules"), "hl7_check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "expected_ack" in proc.stdout
+    assert "ERROR" not in proc.stderr
+
+
+@pytest.mark.parametrize("order", [0, 1, True, [1]])
+def test_order_of_wrong_shape_is_clean_failure(order):
+    res = run_module(hl7_check, {"host": "127.0.0.1", "order": order}, check_mode=True)
+    assert res["_rc"] == 1
+    assert "order must be a dictionary" in res["msg"]
+
+
+def test_station_ae_alias(mllp_listener):
+    res = run_module(hl7_check, args_for(mllp_listener, order={"accession_number": "CHK003", "station_ae": "CT09"}))
+    assert res["_rc"] == 0, res
+    assert "|CT09|" in res["sent_message"]

@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="DICOM port of the running peer")
     parser.add_argument("--aet", default="ORTHANC", help="called AE title (default ORTHANC)")
     parser.add_argument("--orthanc", default=shutil.which("Orthanc") or "/usr/sbin/Orthanc", help="Orthanc binary")
-    parser.add_argument("--echoscu", default=shutil.which("echoscu") or "echoscu", help="DCMTK echoscu binary")
+    parser.add_argument("--echoscu", default=shutil.which("echoscu", path="/usr/bin:/usr/local/bin") or "echoscu",
+                        help="DCMTK echoscu binary (not pynetdicom's tool of the same name in the virtualenv)")
     parser.add_argument("--plain", action="store_true", help="also time an untuned pynetdicom AE (reference)")
     parser.add_argument("--json", metavar="FILE", help="save all samples and summaries as JSON")
     parser.add_argument("--check-goal", action="store_true", help="exit 1 unless the goal is met")

@@ -55,6 +55,15 @@ for _p in (str(MODULES), str(MODULE_UTILS)):
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
+# DCMTK tools are looked up in the system directories only: pynetdicom installs
+# Python tools of the same names (echoscu, findscu, storescu) into the virtualenv.
+DCMTK_PATH = "/usr/bin:/usr/local/bin"
+
+
+def dcmtk(tool: str) -> str | None:
+    """Absolute path of a DCMTK tool, or None when DCMTK is not installed."""
+    return shutil.which(tool, path=DCMTK_PATH)
+
 SCU_AE = "CLINUPG"
 MOVE_AE = "CLINUPG-MOVE"
 NOGET_AE = "CLINUPG-NOGET"
@@ -167,7 +176,7 @@ def orthanc(tmp_path_factory) -> OrthancPeer:
     """Session-scoped Orthanc (``/usr/sbin/Orthanc``) with a temp config; see OrthancPeer."""
     binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not os.path.exists(binary):
-        pytest.skip("Orthanc is not installed")
+        pytest.fail("Orthanc is not installed: run `make deps` (apt-get install orthanc)")
     base = tmp_path_factory.mktemp("orthanc")
     storage = base / "db"
     storage.mkdir()
@@ -258,13 +267,13 @@ class ProcessPeer:
 @pytest.fixture
 def storescp(tmp_path) -> ProcessPeer:
     """DCMTK ``storescp`` on loopback; received files are written to ``directory``."""
-    if not shutil.which("storescp"):
-        pytest.skip("DCMTK storescp is not installed")
+    if not dcmtk("storescp"):
+        pytest.fail("DCMTK storescp is not installed: run `make deps` (apt-get install dcmtk)")
     port = free_port()
     out = tmp_path / "storescp"
     out.mkdir()
     proc = subprocess.Popen(
-        ["storescp", "--aetitle", "STORESCP", "--output-directory", str(out), str(port)],
+        [dcmtk("storescp"), "--aetitle", "STORESCP", "--output-directory", str(out), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -315,8 +324,8 @@ def _worklist_dump(index: int, accession: str, modality: str, date: str, station
 @pytest.fixture(scope="session")
 def wlmscpfs(tmp_path_factory) -> ProcessPeer:
     """DCMTK ``wlmscpfs`` serving WORKLIST_ITEMS (synthetic) under AE title WORKLIST."""
-    if not (shutil.which("wlmscpfs") and shutil.which("dump2dcm")):
-        pytest.skip("DCMTK wlmscpfs/dump2dcm are not installed")
+    if not (dcmtk("wlmscpfs") and dcmtk("dump2dcm")):
+        pytest.fail("DCMTK wlmscpfs/dump2dcm are not installed: run `make deps` (apt-get install dcmtk)")
     base = tmp_path_factory.mktemp("worklist")
     ae_dir = base / WORKLIST_AE
     ae_dir.mkdir()
@@ -324,10 +333,11 @@ def wlmscpfs(tmp_path_factory) -> ProcessPeer:
     for item in WORKLIST_ITEMS:
         dump = ae_dir / f"item{item[0]}.dump"
         dump.write_text(_worklist_dump(*item))
-        subprocess.run(["dump2dcm", "--write-xfer-little", str(dump), str(ae_dir / f"item{item[0]}.wl")], check=True)
+        wl_file = ae_dir / f"item{item[0]}.wl"
+        subprocess.run([dcmtk("dump2dcm"), "--write-xfer-little", str(dump), str(wl_file)], check=True)
     port = free_port()
     proc = subprocess.Popen(
-        ["wlmscpfs", "--data-files-path", str(base), str(port)],
+        [dcmtk("wlmscpfs"), "--data-files-path", str(base), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -443,13 +453,13 @@ def tls_pki(tmp_path_factory) -> TlsPki:
 @pytest.fixture(scope="session")
 def tls_storescp(tmp_path_factory, tls_pki) -> ProcessPeer:
     """DCMTK storescp with TLS (+tls), requiring a client certificate signed by the test CA."""
-    if not shutil.which("storescp"):
-        pytest.skip("DCMTK storescp is not installed")
+    if not dcmtk("storescp"):
+        pytest.fail("DCMTK storescp is not installed: run `make deps` (apt-get install dcmtk)")
     out = tmp_path_factory.mktemp("tls-storescp")
     port = free_port()
     proc = subprocess.Popen(
         [
-            "storescp",
+            dcmtk("storescp"),
             "--aetitle",
             "TLSSCP",
             "--output-directory",

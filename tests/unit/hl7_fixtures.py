@@ -161,7 +161,7 @@ class ListenerProcess:
 @pytest.fixture
 def mllp_listener(tmp_path):
     if not os.access(DUMP2DCM, os.X_OK):
-        pytest.skip("DCMTK dump2dcm is not installed")
+        pytest.fail("DCMTK dump2dcm is not installed: run `make deps` (apt-get install dcmtk)")
     listener = ListenerProcess(tmp_path)
     yield listener
     listener.stop()
@@ -340,7 +340,7 @@ class OrthancProcess:
 @pytest.fixture(scope="session")
 def pacs_orthanc(tmp_path_factory):
     if not os.access(ORTHANC, os.X_OK):
-        pytest.skip("Orthanc is not installed")
+        pytest.fail("Orthanc is not installed: run `make deps` (apt-get install orthanc)")
     server = OrthancProcess(tmp_path_factory.mktemp("pacs_orthanc"))
     yield server
     server.stop()

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import ansible.module_utils
 import pytest
-
-pytest.importorskip("pynetdicom")
-
 from pynetdicom import AE, evt  # noqa: E402
 from pynetdicom import _config as pnd_config  # noqa: E402
 from pynetdicom.sop_class import Verification  # noqa: E402

@@ -30,7 +30,8 @@ WLMSCPFS = shutil.which("wlmscpfs", path="/usr/bin:/usr/local/bin")
 # DCMTK's findscu, not pynetdicom's app of the same name in the venv
 FINDSCU = shutil.which("findscu", path="/usr/bin:/usr/local/bin")
 
-pytestmark = pytest.mark.skipif(not (WLMSCPFS and FINDSCU), reason="DCMTK wlmscpfs/findscu not installed")
+if not (WLMSCPFS and FINDSCU):
+    raise RuntimeError("DCMTK wlmscpfs/findscu are not installed: run `make deps` (apt-get install dcmtk)")
 
 
 @pytest.fixture

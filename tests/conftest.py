@@ -100,10 +100,16 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
-def run_module(module, args: dict) -> dict:
-    """Run ``module.main()`` with ``args``; return the JSON result (``failed: True`` on fail_json)."""
+def run_module(module, args: dict, check_mode: bool = False) -> dict:
+    """Run ``module.main()`` with ``args``; return the JSON result (``failed: True`` on fail_json).
+
+    ``_rc`` holds the exit code. A traceback escaping ``main()`` propagates to the test.
+    """
+    payload = dict(args)
+    if check_mode:
+        payload["_ansible_check_mode"] = True
     out = io.StringIO()
-    with patch_module_args(args), contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
+    with patch_module_args(payload), contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
         module.main()
     text = out.getvalue()
     try:

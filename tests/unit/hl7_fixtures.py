@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import json
 import os
 import shutil
@@ -28,6 +26,7 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
+from conftest import free_port, run_module  # noqa: F401 - shared with the DICOM tests, re-exported
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENER = ROOT / "roles" / "ris_server" / "files" / "ris_mllp_listener.py"
@@ -58,47 +57,6 @@ def load_module(name):
 
 def hl7_client():
     return importlib.import_module("ansible.module_utils.hl7_client")
-
-
-class ModuleExit(Exception):
-    pass
-
-
-def run_module(module, args, check_mode=False):
-    """Run ``module.main()`` with args; return the parsed JSON result.
-
-    Anything but SystemExit escaping main() (a traceback) propagates to the test.
-    """
-    import ansible.module_utils.basic as basic
-
-    payload = dict(args)
-    if check_mode:
-        payload["_ansible_check_mode"] = True
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    out = io.StringIO()
-    rc = None
-    try:
-        with contextlib.redirect_stdout(out):
-            try:
-                module.main()
-            except SystemExit as exc:
-                rc = exc.code
-    finally:
-        basic._ANSIBLE_ARGS = None
-        basic._ANSIBLE_PROFILE = None
-    text = out.getvalue().strip()
-    if rc is None:
-        raise ModuleExit(f"module main() returned without exit_json/fail_json; output: {text!r}")
-    result = json.loads(text.splitlines()[-1])
-    result["_rc"] = rc
-    return result
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------

@@ -71,7 +71,6 @@ unit: deps venv
 	$(BIN)/pytest tests/unit
 
 molecule: deps venv images
-	@mkdir -p lab/state/apt-archives
 	$(BIN)/molecule test --all
 
 test: lint unit molecule

@@ -31,8 +31,8 @@ def test_pacs_reports_seeded_content_and_version(verify_result):
     pacs = {c["check"]: c for c in verify_result["checks"] if c["host"] == "mol-pacs1"}
     info = pacs["pacs_info"]["details"]
     assert info["version"].startswith("1.10")
-    assert info["statistics"]["CountStudies"] == 20
-    assert info["statistics"]["CountInstances"] == 600
+    assert info["statistics"]["studies"] == 20
+    assert info["statistics"]["instances"] == 600
     assert pacs["dicom_query_studies"]["details"]["count"] == 20
     assert pacs["dicom_roundtrip"]["details"]["match"] is True
     assert pacs["dicom_roundtrip"]["details"]["deleted"] is True

@@ -5,8 +5,10 @@
 
 - ae_title_error: why a value is not a valid DICOM AE title ('' when it is).
 - modality_ae_item: {key, value} of a pacs_server_modalities entry's AE title, for validation loops.
+- pacs_modality_entry: Orthanc's [AET, host, port] for a pacs_server_modalities entry.
 - mask_phi: mask a patient name or ID so that reports and logs carry no PHI.
 - verify_record: turn a registered health-check result into one record of a verification report.
+- canary_record, counts_record, version_record: compare a PACS with the baseline taken before a change.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def modality_ae_item(modality) -> dict:
     name = modality.get("name", "?") if isinstance(modality, dict) else "?"
     aet = modality.get("aet") if isinstance(modality, dict) else modality
     return {"key": f"pacs_server_modalities[{name}].aet", "value": aet}
+
+
+def pacs_modality_entry(modality) -> list:
+    """Orthanc's DicomModalities value [AET, host, port] of a {'name', 'aet', 'host', 'port'} entry."""
+    return [modality["aet"], modality["host"], int(modality["port"])]
 
 
 def mask_phi(value, keep: int = 1) -> str:
@@ -93,11 +100,82 @@ def verify_record(result, check: str, expect_count_min=None, expect_count_max=No
     return {"check": check, "status": "passed", "elapsed_ms": latency, "message": message, "details": details}
 
 
+def _failed_prerequisite(result, check):
+    """A record for a comparison whose underlying query failed or did not run, else None."""
+    if not isinstance(result, dict) or result.get("failed") or result.get("skipped"):
+        base = verify_record(result, check)
+        base["status"] = "failed"
+        if isinstance(result, dict) and result.get("skipped"):
+            base["message"] = "cannot compare: the query did not run"
+        return base
+    return None
+
+
+def canary_record(result, canary) -> dict:
+    """Compare an IMAGE-level C-FIND of the canary study with the baseline's SOP Instance UIDs."""
+    check = "canary_instances"
+    failed = _failed_prerequisite(result, check)
+    if failed:
+        return failed
+    expected = set((canary or {}).get("sop_instance_uids") or [])
+    found = {i.get("SOPInstanceUID") for i in result.get("identifiers") or [] if isinstance(i, dict)}
+    missing = sorted(expected - found)
+    details = {"study_instance_uid": (canary or {}).get("study_instance_uid"), "expected": len(expected),
+               "found": len(found & expected), "missing": missing[:20]}
+    if not expected:
+        return {"check": check, "status": "failed", "elapsed_ms": result.get("latency_ms"),
+                "message": "the baseline has no canary instances to compare with", "details": details}
+    if missing:
+        return {"check": check, "status": "failed", "elapsed_ms": result.get("latency_ms"),
+                "message": f"{len(missing)} of {len(expected)} canary instances are missing", "details": details}
+    return {"check": check, "status": "passed", "elapsed_ms": result.get("latency_ms"),
+            "message": f"all {len(expected)} canary instances present", "details": details}
+
+
+def counts_record(result, baseline_counts) -> dict:
+    """Compare pacs_info's statistics with the baseline's patient/study/series/instance counts."""
+    check = "counts_unchanged"
+    failed = _failed_prerequisite(result, check)
+    if failed:
+        return failed
+    now = result.get("statistics") or {}
+    keys = ("patients", "studies", "series", "instances")
+    before = {k: (baseline_counts or {}).get(k) for k in keys}
+    after = {k: now.get(k) for k in keys}
+    diff = {k: {"before": before[k], "after": after[k]} for k in keys if before[k] != after[k]}
+    details = {"before": before, "after": after}
+    if diff:
+        words = ", ".join(f"{k} {v['before']} -> {v['after']}" for k, v in diff.items())
+        return {"check": check, "status": "failed", "elapsed_ms": None,
+                "message": f"counts differ from the baseline: {words}", "details": details}
+    return {"check": check, "status": "passed", "elapsed_ms": None,
+            "message": "patient, study, series and instance counts equal the baseline", "details": details}
+
+
+def version_record(result, expected) -> dict:
+    """Check that pacs_info reports the expected product version."""
+    check = "version_is_expected"
+    failed = _failed_prerequisite(result, check)
+    if failed:
+        return failed
+    version = result.get("version")
+    details = {"expected": expected, "running": version, "database_version": result.get("database_version")}
+    if str(version) != str(expected):
+        return {"check": check, "status": "failed", "elapsed_ms": None,
+                "message": f"the PACS reports version {version}, expected {expected}", "details": details}
+    return {"check": check, "status": "passed", "elapsed_ms": None, "message": f"version {version}",
+            "details": details}
+
+
 class FilterModule:
     def filters(self):
         return {
             "ae_title_error": ae_title_error,
             "modality_ae_item": modality_ae_item,
             "mask_phi": mask_phi,
+            "pacs_modality_entry": pacs_modality_entry,
             "verify_record": verify_record,
+            "canary_record": canary_record,
+            "counts_record": counts_record,
+            "version_record": version_record,
         }

@@ -9,7 +9,17 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
 
-from clinical import FilterModule, ae_title_error, mask_phi, modality_ae_item, verify_record  # noqa: E402
+from clinical import (  # noqa: E402
+    FilterModule,
+    ae_title_error,
+    canary_record,
+    counts_record,
+    mask_phi,
+    modality_ae_item,
+    pacs_modality_entry,
+    verify_record,
+    version_record,
+)
 
 
 @pytest.mark.parametrize("value", ["PACS1", "A", "ORTHANC_ARCHIVE16", "RAD WS 01"])
@@ -88,4 +98,43 @@ def test_verify_record_without_a_result_fails():
 
 
 def test_filters_are_registered():
-    assert set(FilterModule().filters()) == {"ae_title_error", "modality_ae_item", "mask_phi", "verify_record"}
+    assert set(FilterModule().filters()) == {"ae_title_error", "modality_ae_item", "mask_phi", "verify_record",
+                                             "pacs_modality_entry", "canary_record", "counts_record",
+                                             "version_record"}
+
+
+def test_pacs_modality_entry():
+    assert pacs_modality_entry({"name": "ws1", "aet": "RADWS01", "host": "192.0.2.21", "port": "104"}) == [
+        "RADWS01", "192.0.2.21", 104]
+
+
+CANARY = {"study_instance_uid": "2.25.1", "sop_instance_uids": ["2.25.11", "2.25.12", "2.25.13"]}
+
+
+def test_canary_record_all_present_missing_and_failed_query():
+    found = {"identifiers": [{"SOPInstanceUID": u} for u in CANARY["sop_instance_uids"]], "latency_ms": 4.0}
+    assert canary_record(found, CANARY)["status"] == "passed"
+    partial = {"identifiers": [{"SOPInstanceUID": "2.25.11"}]}
+    record = canary_record(partial, CANARY)
+    assert record["status"] == "failed"
+    assert record["message"] == "2 of 3 canary instances are missing"
+    assert record["details"]["missing"] == ["2.25.12", "2.25.13"]
+    assert canary_record({"failed": True, "msg": "aborted"}, CANARY)["status"] == "failed"
+    assert canary_record({"skipped": True}, CANARY)["message"] == "cannot compare: the query did not run"
+    assert canary_record(found, {"sop_instance_uids": []})["status"] == "failed"
+
+
+def test_counts_record_equal_and_different():
+    base = {"patients": 10, "studies": 20, "series": 60, "instances": 600}
+    assert counts_record({"statistics": dict(base, disk_size_mb=5)}, base)["status"] == "passed"
+    record = counts_record({"statistics": dict(base, instances=599)}, base)
+    assert record["status"] == "failed"
+    assert record["message"] == "counts differ from the baseline: instances 600 -> 599"
+
+
+def test_version_record():
+    assert version_record({"version": "1.12.7"}, "1.12.7")["status"] == "passed"
+    record = version_record({"version": "1.10.1"}, "1.12.7")
+    assert record["status"] == "failed"
+    assert record["message"] == "the PACS reports version 1.10.1, expected 1.12.7"
+    assert version_record(None, "1.12.7")["status"] == "failed"

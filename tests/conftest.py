@@ -21,16 +21,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import io
 import ipaddress
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -38,86 +35,23 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-MODULE_UTILS = REPO / "plugins" / "module_utils"
-MODULES = REPO / "plugins" / "modules"
-
-# Make `from ansible.module_utils.dicom_client import ...` and `import dicom_echo` work.
-if str(MODULE_UTILS) not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(MODULE_UTILS))
-for _p in (str(MODULES), str(MODULE_UTILS)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
-
-LOOPBACK = "127.0.0.1"
-# DCMTK tools are looked up in the system directories only: pynetdicom installs
-# Python tools of the same names (echoscu, findscu, storescu) into the virtualenv.
-DCMTK_PATH = "/usr/bin:/usr/local/bin"
-
-
-def dcmtk(tool: str) -> str | None:
-    """Absolute path of a DCMTK tool, or None when DCMTK is not installed."""
-    return shutil.which(tool, path=DCMTK_PATH)
-
-SCU_AE = "CLINUPG"
-MOVE_AE = "CLINUPG-MOVE"
-NOGET_AE = "CLINUPG-NOGET"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 15.0, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def run_module(module, args: dict, check_mode: bool = False) -> dict:
-    """Run ``module.main()`` with ``args``; return the JSON result (``failed: True`` on fail_json).
-
-    ``_rc`` holds the exit code. A traceback escaping ``main()`` propagates to the test.
-    """
-    payload = dict(args)
-    if check_mode:
-        payload["_ansible_check_mode"] = True
-    out = io.StringIO()
-    with patch_module_args(payload), contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
-        module.main()
-    text = out.getvalue()
-    try:
-        result = json.loads(text)
-    except json.JSONDecodeError:
-        raise AssertionError(f"module printed non-JSON output (exit {exc.value.code}): {text!r}") from None
-    result["_rc"] = exc.value.code
-    return result
+from support import (  # noqa: F401 - re-exported for the fixtures below
+    DCMTK_PATH,
+    LOOPBACK,
+    MODULE_UTILS,
+    MODULES,
+    MOVE_AE,
+    NOGET_AE,
+    REPO,
+    SCU_AE,
+    dcmtk,
+    free_port,
+    patch_module_args,
+    run_module,
+    stop_process,
+    wait_for_port,
+)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_module  # noqa: F401 - shared with the DICOM tests, re-exported
+from support import free_port, run_module  # noqa: F401 - shared with the DICOM tests, re-exported
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENER = ROOT / "roles" / "ris_server" / "files" / "ris_mllp_listener.py"

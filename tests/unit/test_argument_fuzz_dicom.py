@@ -11,9 +11,9 @@ import math
 import dicom_echo
 import dicom_query
 import dicom_roundtrip
-from conftest import free_port, run_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import free_port, run_module
 
 CLOSED_PORT = free_port()
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

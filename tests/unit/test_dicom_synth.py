@@ -8,7 +8,7 @@ import sys
 
 import pydicom
 from ansible.module_utils import dicom_synth
-from conftest import REPO
+from support import REPO
 
 
 def test_make_instance_is_deterministic_and_synthetic():

@@ -138,3 +138,13 @@ def test_version_record():
     assert record["status"] == "failed"
     assert record["message"] == "the PACS reports version 1.10.1, expected 1.12.7"
     assert version_record(None, "1.12.7")["status"] == "failed"
+
+
+def test_verify_record_prefers_the_count_message_when_retries_ran_out():
+    # An `until: count >= 1` loop that ran out of retries fails the task; the count says why.
+    record = verify_record({"failed": True, "msg": "Retries exceeded", "count": 0, "attempts": 5},
+                           "order_in_worklist", expect_count_min=1)
+    assert record["status"] == "failed"
+    assert record["message"] == "expected at least 1 match(es), found 0"
+    ok = verify_record({"failed": True, "count": 1}, "order_in_worklist", expect_count_min=1)
+    assert ok["status"] == "passed"

@@ -86,11 +86,12 @@ def verify_record(result, check: str, expect_count_min=None, expect_count_max=No
     if result.get("skipped"):
         return {"check": check, "status": "skipped", "elapsed_ms": None,
                 "message": "not run: " + str(result.get("false_condition", "condition false")), "details": {}}
-    if result.get("failed") or result.get("unreachable"):
+    count = result.get("count")
+    count_checked = count is not None and (expect_count_min is not None or expect_count_max is not None)
+    if (result.get("failed") or result.get("unreachable")) and not count_checked:
         return {"check": check, "status": "failed", "elapsed_ms": latency,
                 "message": str(result.get("msg", "failed without a message")), "details": details}
-    message = str(result.get("msg") or "ok")
-    count = result.get("count")
+    message = "ok" if result.get("failed") else str(result.get("msg") or "ok")
     if expect_count_min is not None and (count is None or int(count) < int(expect_count_min)):
         return {"check": check, "status": "failed", "elapsed_ms": latency,
                 "message": f"expected at least {expect_count_min} match(es), found {count}", "details": details}

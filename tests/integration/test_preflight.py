@@ -1,0 +1,248 @@
+"""playbooks/preflight.yml against small inventories written by the test: exact messages.
+
+Runs the real ansible-playbook (no host is contacted: the play runs on localhost and reads only
+inventory variables).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "playbooks" / "preflight.yml"
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+CATALOGUE = textwrap.dedent(
+    """\
+    release_catalogue:
+      orthanc:
+        "1.10.1":
+          install_method: package
+          packages: {orthanc: "1.10.1+dfsg-2+deb12u1"}
+          os: {family: Debian, major_versions: ["12"]}
+          upgrade_from: []
+          min_free_disk_mb: 512
+          min_memory_mb: 256
+          database_migration: none
+        "1.12.7":
+          install_method: package
+          packages: {orthanc: "1.12.7+dfsg-4"}
+          os: {family: Debian, major_versions: ["12", "13"]}
+          os_release_upgrade: {from: bookworm, to: trixie}
+          upgrade_from: ["1.10.1"]
+          min_free_disk_mb: 1024
+          min_memory_mb: 512
+          database_migration: none
+    """
+)
+
+
+def write_inventory(tmp_path: Path, hosts_yaml: str, catalogue: str = CATALOGUE) -> Path:
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(textwrap.dedent(hosts_yaml))
+    (inv / "group_vars" / "all" / "catalogue.yml").write_text(catalogue)
+    return inv
+
+
+def run_preflight(inventory: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(PLAYBOOK)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+GOOD = """\
+all:
+  children:
+    pacs:
+      hosts:
+        pacs1:
+          ansible_host: 192.0.2.10
+          pacs_server_target_version: "1.12.7"
+          pacs_server_rest_password: not-a-secret
+          pacs_server_dicom_aet: PACS1
+          pacs_server_installed_version: "1.10.1"
+"""
+
+
+def test_a_good_inventory_passes(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, GOOD))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "inventory preflight passed for 1 host(s)" in result.stdout
+
+
+def test_the_lab_inventory_passes():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    result = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), str(PLAYBOOK)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+BAD = """\
+all:
+  children:
+    pacs:
+      hosts:
+        pacs1:
+          ansible_host: 192.0.2.10
+          pacs_server_rest_password: not-a-secret
+        pacs2:
+          ansible_host: 192.0.2.11
+          pacs_server_target_version: 1.12
+          pacs_server_rest_password: not-a-secret
+          endpoint_dicom_port: 70000
+        pacs3:
+          ansible_host: 192.0.2.12
+          pacs_server_target_version: "1.10.1"
+          pacs_server_installed_version: "1.12.7"
+          pacs_server_rest_password: not-a-secret
+          pacs_server_dicom_aet: THIS_AE_TITLE_IS_TOO_LONG
+        pacs4:
+          ansible_host: 192.0.2.13
+          pacs_server_target_version: "2.0.0"
+          pacs_server_rest_password: not-a-secret
+          pacs_server_allow_downgrade: "yes"
+    ris:
+      hosts:
+        ris1:
+          ris_server_aetitle: "RIS\\\\WL"
+"""
+
+EXPECTED = [
+    "pacs1: pacs_server_target_version is not set; the pacs group needs it "
+    "(host_vars/pacs1.yml or group_vars/pacs.yml)",
+    "ris1: neither endpoint_host nor ansible_host is set; set endpoint_host to "
+    "the address the controller reaches it at",
+    'pacs2: pacs_server_target_version is a float (1.12); quote it ("1.12") so YAML keeps it a version string',
+    "pacs2: endpoint_dicom_port must be a port number from 1 to 65535, got 70000",
+    "pacs4: pacs_server_allow_downgrade must be true or false, got 'yes' (str)",
+    "pacs3: pacs_server_dicom_aet: AE title 'THIS_AE_TITLE_IS_TOO_LONG' has 25 characters: use at most 16",
+    "ris1: ris_server_aetitle: AE title 'RIS\\WL' contains a backslash, which DICOM does not allow",
+    "pacs3: target 1.10.1 is lower than the installed 1.12.7: refusing a downgrade; "
+    "set pacs_server_allow_downgrade: true to allow it, or raise pacs_server_target_version",
+    "pacs4: pacs_server_target_version 2.0.0 is not in release_catalogue.orthanc (known: 1.10.1, 1.12.7); "
+    "choose a catalogued version or add 2.0.0 to the catalogue (docs/catalogue.md)",
+]
+
+
+def problems_of(output: str) -> list[str]:
+    """The problems listed in the failed assert's msg (the JSON result line)."""
+    for raw in output.splitlines():
+        line = raw.strip()
+        if line.startswith('"msg": ') and "inventory problem(s)" in line:
+            msg = json.loads(line[len('"msg": ') :].rstrip(","))
+            return [item for item in msg.split("\n- ")[1:]]
+    raise AssertionError(f"no preflight failure message in: {output}")
+
+
+def test_a_bad_inventory_fails_once_with_every_problem(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, BAD))
+    assert result.returncode != 0
+    assert result.stdout.count("fatal:") == 1, result.stdout
+    assert f"{len(EXPECTED)} inventory problem(s), nothing was started" in result.stdout
+    assert problems_of(result.stdout) == EXPECTED
+
+
+def test_catalogue_problems_name_the_hosts(tmp_path):
+    bad_catalogue = CATALOGUE.replace(
+        'install_method: package\n      packages: {orthanc: "1.12.7',
+        'install_method: rpm\n      packages: {orthanc: "1.12.7',
+    )
+    bad_catalogue = bad_catalogue.replace('upgrade_from: ["1.10.1"]', 'upgrade_from: ["1.9.0"]')
+    bad_catalogue = bad_catalogue.replace("min_memory_mb: 256", "min_memory_mb: 256MB")
+    hosts = (
+        GOOD
+        + """\
+        pacs2:
+          ansible_host: 192.0.2.11
+          pacs_server_target_version: "1.12.7"
+          pacs_server_rest_password: not-a-secret
+"""
+    )
+    result = run_preflight(write_inventory(tmp_path, hosts, bad_catalogue))
+    assert result.returncode != 0
+    assert problems_of(result.stdout) == [
+        "pacs1, pacs2: release_catalogue.orthanc['1.10.1'].min_memory_mb: must be a whole number of MB (0 or more), "
+        "got '256MB' (str)",
+        "pacs1, pacs2: release_catalogue.orthanc['1.12.7'].install_method: unknown install method 'rpm'; "
+        "use one of package, artifact, windows_installer",
+        "pacs1, pacs2: release_catalogue.orthanc['1.12.7'].upgrade_from: 1.9.0 is not a version of orthanc in the "
+        "catalogue (known: 1.10.1, 1.12.7); add release_catalogue.orthanc['1.9.0'] or remove it",
+        "pacs1: orthanc 1.12.7 can be reached from 1.9.0 only (release_catalogue.orthanc['1.12.7'].upgrade_from), "
+        "not from the installed 1.10.1: upgrade to an intermediate version first, or add 1.10.1 to upgrade_from "
+        "once that path is tested",
+    ]
+
+
+def test_missing_catalogue(tmp_path):
+    result = run_preflight(write_inventory(tmp_path, GOOD, catalogue="---\n{}\n"))
+    assert result.returncode != 0
+    assert problems_of(result.stdout) == [
+        "pacs1: release_catalogue is not defined: put it in the inventory (group_vars/all/catalogue.yml, "
+        "see docs/catalogue.md)"
+    ]
+
+
+@pytest.mark.parametrize("path", ["playbooks/preflight.yml"])
+def test_syntax(path):
+    result = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "--syntax-check", path],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_playbook_using_the_precheck_role_passes_syntax_check(tmp_path):
+    playbook = tmp_path / "precheck_example.yml"
+    playbook.write_text(
+        textwrap.dedent(
+            """\
+            - name: Precheck, lock, unlock
+              hosts: pacs
+              gather_facts: false
+              roles:
+                - role: precheck
+              tasks:
+                - name: Take the run lock
+                  ansible.builtin.include_role: {name: precheck, tasks_from: lock}
+                - name: Release the run lock
+                  ansible.builtin.include_role: {name: precheck, tasks_from: unlock}
+            """
+        )
+    )
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(REPO / "roles"))
+    result = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "--syntax-check", str(playbook)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,184 @@
+# Copyright: clinical-upgrade contributors
+# Apache License 2.0
+"""files provider against a real systemd container: create, change, revert, verify, tamper, list, remove."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import container_host_vars, pexec
+
+PATHS = ["/srv/app/data", "/srv/app/etc"]
+
+SETUP = r"""
+set -e
+mkdir -p /srv/app/data/studies/s1 /srv/app/etc
+printf 'index-v1\n' > /srv/app/data/index.db
+head -c 200000 /dev/urandom > /srv/app/data/studies/s1/im0001.dcm
+printf 'second\n' > /srv/app/data/studies/s1/im0002.dcm
+printf 'secret=1\n' > /srv/app/etc/app.conf
+chmod 0640 /srv/app/etc/app.conf
+chown 1234:5678 /srv/app/etc/app.conf
+chmod 0750 /srv/app/data/studies
+ln -s ../index.db /srv/app/data/studies/link-to-index
+cat > /etc/systemd/system/cu-snaptest-app.service <<'UNIT'
+[Unit]
+Description=clinical-upgrade snapshot test service
+[Service]
+ExecStart=/bin/sleep infinity
+UNIT
+systemctl daemon-reload
+systemctl start cu-snaptest-app
+"""
+
+# modify, add, delete, change mode, change owner, replace a symlink, add a directory
+CHANGE = r"""
+set -e
+printf 'index-v2 after upgrade\n' > /srv/app/data/index.db
+printf 'new file\n' > /srv/app/data/studies/s1/im0003.dcm
+mkdir -p /srv/app/data/new-dir && printf x > /srv/app/data/new-dir/f
+rm /srv/app/data/studies/s1/im0002.dcm
+chmod 0666 /srv/app/etc/app.conf
+chown 0:0 /srv/app/etc/app.conf
+rm /srv/app/data/studies/link-to-index && ln -s /etc/passwd /srv/app/data/studies/link-to-index
+"""
+
+STATE = r"""
+cd / && find srv/app -printf '%p %y %m %U:%G %l\n' | sort
+find srv/app -type f -print0 | sort -z | xargs -0 sha256sum
+"""
+
+
+def host_vars(container, **extra):
+    return container_host_vars(
+        container,
+        snapshot_provider="files",
+        snapshot_files_paths=PATHS,
+        snapshot_files_services=["cu-snaptest-app"],
+        **extra,
+    )
+
+
+def test_files_create_change_revert_restores_every_byte_and_mode(snaptest_container, run_playbook):
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    before = pexec(name, STATE).stdout
+    hv = host_vars(snaptest_container)
+
+    create = {"snaptest_action": "create", "snapshot_name": "before-upgrade"}
+    proc, facts = run_playbook("snapshot_action.yml", hv, create)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = facts["snapshot_record"]
+    assert facts["snapshot_id"] == "before-upgrade"
+    assert record["provider"] == "files" and record["host"] == "snaptest-host"
+    assert record["files"]["file_count"] == 4
+    assert record["size_bytes"] > 200000
+    assert record["files"]["services_running"] == ["cu-snaptest-app"]
+    saved = Path(run_playbook.registry, "snaptest-host", "before-upgrade.json")
+    assert json.loads(saved.read_text())["files"]["archive_sha256"] == record["files"]["archive_sha256"]
+    # the service was started again after the copy
+    assert pexec(name, "systemctl is-active cu-snaptest-app").stdout.strip() == "active"
+
+    pexec(name, CHANGE)
+    assert pexec(name, STATE).stdout != before
+
+    # revert in another run, by id (as playbooks/rollback.yml does)
+    revert = {"snaptest_action": "revert", "snapshot_id": "before-upgrade"}
+    proc, facts = run_playbook("snapshot_action.yml", hv, revert)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pexec(name, STATE).stdout == before
+    reverted = facts["snapshot_reverted"]
+    assert reverted["verified"] is True and reverted["id"] == "before-upgrade" and reverted["reverted_at"].endswith("Z")
+    assert pexec(name, "systemctl is-active cu-snaptest-app").stdout.strip() == "active"
+
+    # a second snapshot, then list: newest first, with age and size
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "second"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "list"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = facts["snapshot_list"]
+    assert [r["id"] for r in listed] == ["second", "before-upgrade"]
+    assert all(r["age_s"] >= 0 and r["size_bytes"] > 200000 for r in listed)
+
+    # remove keeps the snapshot unless snapshot_keep is false
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "remove", "snapshot_id": "second"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pexec(name, "test -d /var/backups/clinical-upgrade/second", check=False).returncode == 0
+    proc, facts = run_playbook("snapshot_action.yml", hv,
+                               {"snaptest_action": "remove", "snapshot_id": "second", "snapshot_keep": False})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert facts["snapshot_removed"]["id"] == "second"
+    assert pexec(name, "test -e /var/backups/clinical-upgrade/second", check=False).returncode == 1
+    assert not Path(run_playbook.registry, "snaptest-host", "second.json").exists()
+
+
+def test_files_tampered_snapshot_is_refused_before_any_change(snaptest_container, run_playbook):
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    hv = host_vars(snaptest_container)
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pexec(name, CHANGE)
+    changed = pexec(name, STATE).stdout
+    # flip bytes inside the archive
+    pexec(name, "printf 'XXXX' | dd of=/var/backups/clinical-upgrade/s1/data.tar bs=1 seek=2000 conv=notrunc")
+
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "s1"})
+    assert proc.returncode != 0
+    assert "snapshot s1 on snaptest-host is missing or damaged, so it was not restored and nothing was changed" \
+        in proc.stdout
+    assert pexec(name, STATE).stdout == changed
+    assert pexec(name, "systemctl is-active cu-snaptest-app").stdout.strip() == "active"
+
+
+def test_files_restore_that_differs_from_the_manifest_fails_naming_the_files(snaptest_container, run_playbook):
+    """An archive that passes its checksum but restores other content (the record rewritten to match
+    a changed archive) is caught by the manifest check, which names the files; services stay stopped."""
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    hv = host_vars(snaptest_container)
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # rebuild the archive from changed data, and make the record agree with it
+    pexec(name, "printf 'forged\\n' > /srv/app/data/index.db && chmod 0600 /srv/app/data/studies/s1/im0001.dcm && "
+                "cd / && tar --create --numeric-owner --file /var/backups/clinical-upgrade/s1/data.tar "
+                "srv/app/data srv/app/etc")
+    new_sum = pexec(name, "sha256sum /var/backups/clinical-upgrade/s1/data.tar").stdout.split()[0]
+    record_path = Path(run_playbook.registry, "snaptest-host", "s1.json")
+    record = json.loads(record_path.read_text())
+    record["files"]["archive_sha256"] = new_sum
+    record_path.write_text(json.dumps(record))
+
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "s1"})
+    assert proc.returncode != 0
+    out = proc.stdout
+    assert "mismatch(es) against the snapshot manifest" in out
+    assert "/srv/app/data/index.db: sha256 is" in out
+    assert "/srv/app/data/studies/s1/im0001.dcm: mode is 0600, snapshot has 0644" in out
+    assert "were left stopped" in out
+    assert pexec(name, "systemctl is-active cu-snaptest-app", check=False).stdout.strip() == "inactive"
+
+
+def test_files_refuses_a_snapshot_that_does_not_fit(snaptest_container, run_playbook):
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    hv = host_vars(snaptest_container, snapshot_files_reserve_bytes=10**15)
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "big"})
+    assert proc.returncode != 0
+    assert "not enough space for the snapshot on snaptest-host" in proc.stdout
+    assert pexec(name, "test -e /var/backups/clinical-upgrade/big", check=False).returncode == 1
+    assert pexec(name, "systemctl is-active cu-snaptest-app").stdout.strip() == "active"
+
+
+def test_files_create_in_check_mode_changes_nothing(snaptest_container, run_playbook):
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    proc, facts = run_playbook("snapshot_action.yml", host_vars(snaptest_container),
+                               {"snaptest_action": "create", "snapshot_name": "dry"}, check_mode=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert facts["snapshot_record"]["check_mode"] is True
+    assert facts["snapshot_record"]["files"]["file_count"] == 4  # the manifest was computed, not written
+    assert pexec(name, "test -e /var/backups/clinical-upgrade", check=False).returncode == 1
+    assert not (run_playbook.registry / "snaptest-host" / "dry.json").exists()
+    assert pexec(name, "systemctl is-active cu-snaptest-app").stdout.strip() == "active"

@@ -1,0 +1,107 @@
+# Copyright: clinical-upgrade contributors
+# Apache License 2.0
+"""podman provider against a real systemd container: commit + volume export, revert by recreating
+the container, Ansible keeps working on it in the same play, list, remove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import container_host_vars, inspect, pexec, podman
+
+
+def host_vars(container, **extra):
+    return container_host_vars(container, snapshot_provider="podman", **extra)
+
+
+def test_podman_create_change_revert_in_one_play(snaptest_container, run_playbook):
+    c = snaptest_container
+    pexec(c.name, "printf 'volume data v1\\n' > /srv/vol/data.txt")
+    before = inspect(c.name)
+    # a change in the named volume after the snapshot must be undone too; done from outside the play
+    proc, facts = run_playbook("podman_cycle.yml", host_vars(c), {"snapshot_name": "pre"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    record = facts["snapshot_record"]
+    assert facts["snapshot_id"] == "pre"
+    assert record["podman"]["image"] == "localhost/cu-snapshot/snaptest-host:pre"
+    assert record["podman"]["settings"]["publish"] == [f"127.0.0.1:{c.port}:8042/tcp"]
+    assert record["podman"]["volumes"][0]["name"] == c.volume
+    assert record["size_bytes"] >= record["podman"]["image_bytes"] > 0
+    assert facts["snapshot_reverted"]["verified"] is True
+    assert facts["hostname_after"] == "snaphost"  # Ansible ran a task on the recreated container
+
+    after = inspect(c.name)
+    assert after["Id"] != before["Id"], "the container was recreated"
+    assert after["Name"] == c.name
+    assert after["State"]["Running"]
+    assert after["HostConfig"]["PortBindings"] == before["HostConfig"]["PortBindings"]
+    for key, value in c.labels.items():
+        assert after["Config"]["Labels"][key] == value
+    assert after["Config"]["SystemdMode"] is True
+    assert after["Config"]["Hostname"] == "snaphost"
+    assert pexec(c.name, "systemctl is-system-running --wait", check=False).stdout.strip() in ("running", "degraded")
+    assert pexec(c.name, "test -e /root/cu-snaptest-marker", check=False).returncode == 1
+    assert pexec(c.name, "test -d /usr/share/doc/systemd", check=False).returncode == 0
+    assert pexec(c.name, "cat /srv/vol/data.txt").stdout == "volume data v1\n"
+
+    listed = facts["snapshot_list"]
+    assert [r["id"] for r in listed] == ["pre"]
+    assert listed[0]["age_s"] >= 0 and listed[0]["size_bytes"] == record["size_bytes"]
+
+
+def test_podman_revert_across_runs_restores_volume_and_remove(snaptest_container, run_playbook):
+    c = snaptest_container
+    hv = host_vars(c)
+    pexec(c.name, "printf 'v1\\n' > /srv/vol/data.txt")
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    export = Path(facts["snapshot_record"]["podman"]["volumes"][0]["export"])
+    assert export.is_file()
+
+    pexec(c.name, "printf 'v2\\n' > /srv/vol/data.txt && printf 'extra\\n' > /srv/vol/extra.txt && touch /root/marker")
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pexec(c.name, "cat /srv/vol/data.txt").stdout == "v1\n"
+    assert pexec(c.name, "test -e /srv/vol/extra.txt", check=False).returncode == 1
+    assert pexec(c.name, "test -e /root/marker", check=False).returncode == 1
+
+    # a second snapshot, not in use by the container: remove deletes the image and the exports
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    image = facts["snapshot_record"]["podman"]["image"]
+    assert podman("image", "exists", image, check=False).returncode == 0
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "remove", "snapshot_id": "s2"})
+    assert proc.returncode == 0 and podman("image", "exists", image, check=False).returncode == 0  # kept by default
+    proc, facts = run_playbook("snapshot_action.yml", hv,
+                               {"snaptest_action": "remove", "snapshot_id": "s2", "snapshot_keep": False})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert podman("image", "exists", image, check=False).returncode == 1
+    assert not Path(run_playbook.registry, "snaptest-host", "s2.json").exists()
+
+    # s1 is the image the reverted container runs from: remove untags it (layers go with the container)
+    proc, _ = run_playbook("snapshot_action.yml", hv,
+                           {"snaptest_action": "remove", "snapshot_id": "s1", "snapshot_keep": False})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert podman("image", "exists", "localhost/cu-snapshot/snaptest-host:s1", check=False).returncode == 1
+    assert not export.exists()
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "list"})
+    assert facts["snapshot_list"] == []
+
+
+def test_podman_revert_of_unknown_id_and_missing_image_fail_before_any_change(snaptest_container, run_playbook):
+    c = snaptest_container
+    hv = host_vars(c)
+    before = inspect(c.name)["Id"]
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "nope"})
+    assert proc.returncode != 0
+    assert 'snapshot_id "nope" is unknown for snaptest-host' in proc.stdout
+
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    podman("rmi", facts["snapshot_record"]["podman"]["image"])
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "s1"})
+    assert proc.returncode != 0
+    assert "cannot be restored, nothing was changed: image localhost/cu-snapshot/snaptest-host:s1 is missing" \
+        in proc.stdout
+    assert inspect(c.name)["Id"] == before

@@ -13,15 +13,16 @@ export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-DEB_PACKAGES := podman runc debootstrap uidmap slirp4netns dcmtk orthanc python3-venv openssl make
+DEB_PACKAGES := podman runc debootstrap uidmap slirp4netns dcmtk orthanc lvm2 python3-venv openssl make
 
-.PHONY: help deps venv images lab-up lab-down verify demo lint unit molecule test clean
+.PHONY: help deps venv images lab-up lab-down verify upgrade demo lint unit integration molecule test clean
 
 help:
-	@echo "make demo      install what is missing, bring the lab up, run the main job"
+	@echo "make demo      install what is missing, bring the lab up, upgrade its PACS, verify"
 	@echo "make test      lint + unit tests + Molecule scenarios"
 	@echo "make lab-up    bring the lab up (idempotent);  make lab-down removes its containers"
 	@echo "make verify    run the clinical health check against the lab"
+	@echo "make upgrade   upgrade the lab PACS (Orthanc 1.10.1 -> 1.12.7) with automatic rollback"
 
 # Debian packages: installed only when one is missing (needs root).
 deps:
@@ -53,10 +54,15 @@ lab-down: venv
 verify: venv
 	$(BIN)/ansible-playbook playbooks/verify.yml
 
+upgrade: venv
+	$(BIN)/ansible-playbook playbooks/upgrade_pacs.yml
+
 demo: lab-up
+	$(BIN)/ansible-playbook playbooks/upgrade_pacs.yml
 	$(BIN)/ansible-playbook playbooks/verify.yml
 	@echo
-	@echo "demo: result written to $(CURDIR)/results/verify-latest.json"
+	@echo "demo: upgrade evidence: $(CURDIR)/results/upgrade-latest-pacs1.json"
+	@echo "demo: health check:     $(CURDIR)/results/verify-latest.json"
 
 lint: venv
 	$(BIN)/yamllint -s .
@@ -70,10 +76,13 @@ lint: venv
 unit: deps venv
 	$(BIN)/pytest tests/unit
 
+integration: deps venv images
+	$(BIN)/pytest tests/integration
+
 molecule: deps venv images
 	$(BIN)/molecule test --all
 
-test: lint unit molecule
+test: lint unit integration molecule
 
 clean: lab-down
 	rm -rf results

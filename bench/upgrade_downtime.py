@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Downtime and rollback time of the lab PACS upgrade (a benchmark, not a test).
+
+For each repeat it:
+
+1. recreates the lab's pacs1 at its starting point (Debian 12, Orthanc 1.10.1, seeded),
+2. runs ``playbooks/upgrade_pacs.yml --limit pacs1`` while a probe sends a C-ECHO every
+   100 ms (the project's DICOM client, 1 s timeout) and records every answer,
+3. recreates pacs1 again and runs the same upgrade with an injected fault (a verification
+   the new version cannot pass, ``bench/fault_pacs1.yml``), so that it rolls back.
+
+It reports, per run and as medians over the repeats: the longest and the total time the
+PACS did not answer C-ECHO, the upgrade's wall time, the switch downtime the playbook
+measured, and for the faulty run the rollback wall time and the time from the failed
+verification until the PACS answered again.
+
+    .venv/bin/python bench/upgrade_downtime.py --repeat 3 --json results/upgrade_downtime.json
+
+Needs the lab's images and the other lab hosts (make lab-up) and takes a few minutes per
+repeat. Goals: unavailability at most 15 s; service back within 60 s of a failed
+verification. ``--check-goal`` exits 1 when a median misses a goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_UTILS = ROOT / "plugins" / "module_utils"
+VENV_BIN = Path(sys.executable).parent
+RESULTS = ROOT / "results"
+
+GOAL_UNAVAILABLE_S = 15.0
+GOAL_BACK_AFTER_FAILURE_S = 60.0
+
+
+def _client_module():
+    import ansible.module_utils
+
+    if str(MODULE_UTILS) not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.insert(0, str(MODULE_UTILS))
+    from ansible.module_utils import dicom_client
+
+    return dicom_client
+
+
+class EchoProbe(threading.Thread):
+    """C-ECHO every `interval` seconds; records (timestamp, ok) for each attempt."""
+
+    def __init__(self, host: str, port: int, called_ae: str, calling_ae: str, interval: float = 0.1):
+        super().__init__(daemon=True)
+        dicom_client = _client_module()
+        self.client = dicom_client.build_client(
+            {"host": host, "port": port, "called_ae": called_ae, "calling_ae": calling_ae, "timeout": 1.0}
+        )
+        self.error = dicom_client.DicomError
+        self.interval = interval
+        self.samples: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            started = time.time()
+            try:
+                self.client.echo()
+                ok = True
+            except self.error:
+                ok = False
+            self.samples.append((started, ok))
+            self._stop.wait(max(0.0, self.interval - (time.time() - started)))
+
+    def stop(self) -> list[tuple[float, bool]]:
+        self._stop.set()
+        self.join(timeout=5)
+        return self.samples
+
+
+def outages(samples: list[tuple[float, bool]]) -> list[tuple[float, float]]:
+    """(start, end) of each run of failed echoes: from the last success before to the first success after."""
+    spans, last_ok, down_since = [], None, None
+    for ts, ok in samples:
+        if not ok and down_since is None:
+            down_since = last_ok if last_ok is not None else ts
+        if ok:
+            if down_since is not None:
+                spans.append((down_since, ts))
+                down_since = None
+            last_ok = ts
+    if down_since is not None and samples:
+        spans.append((down_since, samples[-1][0]))
+    return spans
+
+
+def run(cmd: list[str], log: Path) -> tuple[int, float]:
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(ROOT / "lab" / "containers.conf"))
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    started = time.time()
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    return proc.returncode, time.time() - started
+
+
+def playbook(*args: str) -> list[str]:
+    return [str(VENV_BIN / "ansible-playbook"), *args]
+
+
+def fresh_pacs1(logdir: Path) -> None:
+    rc, _ = run(playbook("playbooks/lab_down.yml", "--limit", "pacs1"), logdir / "lab_down.log")
+    if rc != 0:
+        raise SystemExit(f"removing pacs1 failed: see {logdir / 'lab_down.log'}")
+    rc, _ = run(playbook("playbooks/lab.yml", "--limit", "pacs1"), logdir / "lab_up.log")
+    if rc != 0:
+        raise SystemExit(f"recreating pacs1 failed: see {logdir / 'lab_up.log'}")
+
+
+def latest_evidence(since: float) -> dict:
+    files = [p for p in RESULTS.glob("upgrade-*/pacs1.json") if p.stat().st_mtime >= since]
+    if not files:
+        raise SystemExit("the upgrade wrote no evidence file for pacs1")
+    return json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text())
+
+
+def one_run(kind: str, logdir: Path, args) -> dict:
+    fresh_pacs1(logdir)
+    probe = EchoProbe(args.host, args.port, args.aet, args.calling_aet)
+    probe.start()
+    time.sleep(1.0)
+    extra = ["-i", "inventories/lab/hosts.yml", "-i", "bench/fault_pacs1.yml"] if kind == "rollback" else []
+    started = time.time()
+    rc, wall = run(playbook(*extra, "playbooks/upgrade_pacs.yml", "--limit", "pacs1,localhost"),
+                   logdir / f"{kind}.log")
+    time.sleep(2.0)
+    samples = probe.stop()
+    evidence = latest_evidence(started)
+    spans = outages(samples)
+    result = {
+        "kind": kind,
+        "returncode": rc,
+        "outcome": evidence["outcome"],
+        "wall_s": round(wall, 1),
+        "echo_attempts": len(samples),
+        "longest_unavailable_s": round(max((b - a for a, b in spans), default=0.0), 2),
+        "total_unavailable_s": round(sum(b - a for a, b in spans), 2),
+        "outages": len(spans),
+        "switch_downtime_s": evidence["timings"].get("switch_downtime_s"),
+        "switch_phases": evidence.get("switch_phases"),
+    }
+    if kind == "rollback":
+        failed_at = evidence["timings"].get("rollback_started_epoch")
+        back = [b for a, b in spans if failed_at is not None and b >= float(failed_at)]
+        result["rollback_wall_s"] = evidence["timings"].get("rollback_wall_s")
+        result["back_after_failed_verification_s"] = (
+            round(max(back) - float(failed_at), 1) if back else (0.0 if failed_at is not None else None))
+    return result
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 2) if values else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=1, help="upgrade + rollback pairs to run (default 1)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=14242, help="pacs1's DICOM port on the controller")
+    parser.add_argument("--aet", default="PACS1")
+    parser.add_argument("--calling-aet", default="CUVERIFY")
+    parser.add_argument("--only", choices=["upgrade", "rollback"], help="run one kind only")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--check-goal", action="store_true", help="exit 1 when a median misses its goal")
+    args = parser.parse_args(argv)
+
+    logdir = RESULTS / "bench-upgrade"
+    logdir.mkdir(parents=True, exist_ok=True)
+    kinds = [args.only] if args.only else ["upgrade", "rollback"]
+    runs = []
+    for i in range(args.repeat):
+        for kind in kinds:
+            r = one_run(kind, logdir, args)
+            r["repeat"] = i + 1
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+
+    up = [r for r in runs if r["kind"] == "upgrade"]
+    rb = [r for r in runs if r["kind"] == "rollback"]
+    summary = {
+        "repeats": args.repeat,
+        "upgrade": {
+            "outcomes": [r["outcome"] for r in up],
+            "median_longest_unavailable_s": median([r["longest_unavailable_s"] for r in up]),
+            "median_total_unavailable_s": median([r["total_unavailable_s"] for r in up]),
+            "median_wall_s": median([r["wall_s"] for r in up]),
+            "median_switch_downtime_s": median([float(r["switch_downtime_s"]) for r in up if r["switch_downtime_s"]]),
+        },
+        "rollback": {
+            "outcomes": [r["outcome"] for r in rb],
+            "median_wall_s": median([r["wall_s"] for r in rb]),
+            "median_rollback_wall_s": median([float(r["rollback_wall_s"]) for r in rb if r.get("rollback_wall_s")]),
+            "median_back_after_failed_verification_s": median([r.get("back_after_failed_verification_s") for r in rb]),
+            "median_longest_unavailable_s": median([r["longest_unavailable_s"] for r in rb]),
+        },
+        "goals": {"unavailable_s": GOAL_UNAVAILABLE_S, "back_after_failed_verification_s": GOAL_BACK_AFTER_FAILURE_S},
+        "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
+    }
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+
+    missed = []
+    if up and not all(r["outcome"] == "upgraded" for r in up):
+        missed.append("an upgrade run did not end upgraded")
+    if rb and not all(r["outcome"] == "rolled_back" for r in rb):
+        missed.append("a faulty run did not end rolled_back")
+    longest = summary["upgrade"]["median_longest_unavailable_s"]
+    if up and (longest is None or longest > GOAL_UNAVAILABLE_S):
+        missed.append(f"median longest unavailability {longest} s > {GOAL_UNAVAILABLE_S} s")
+    back = summary["rollback"]["median_back_after_failed_verification_s"]
+    if rb and (back is None or back > GOAL_BACK_AFTER_FAILURE_S):
+        missed.append(f"median time back after a failed verification {back} s > {GOAL_BACK_AFTER_FAILURE_S} s")
+    for m in missed:
+        print("goal missed:", m, file=sys.stderr)
+    return 1 if (missed and args.check_goal) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Both refused runs stopped in the precheck; the host is byte-for-byte as before."""
+
+import testlib
+
+testinfra_hosts = ["ansible://pacs"]
+HOST = "mol-upgrade-pacs"
+
+_SKIP = r"\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp " \
+        r"-o -path /var/log -o -path /var/cache/apt -o -path /root/.ansible"
+
+
+def test_disk_refusal_says_needed_and_available():
+    log = (testlib.EPHEMERAL / "refusal-disk.log").read_text()
+    assert "Precheck refused mol-upgrade-pacs, nothing was changed" in log
+    assert "PRE-004" in log
+
+
+def test_window_refusal_says_when_it_opens():
+    log = (testlib.EPHEMERAL / "refusal-window.log").read_text()
+    assert "Precheck refused mol-upgrade-pacs, nothing was changed" in log
+    assert "PRE-007" in log
+
+
+def test_files_are_byte_for_byte_unchanged(host):
+    listing = host.check_output(
+        f"find / -xdev {_SKIP} \\) -prune -o -type f -printf '%p %m %u:%g\\n' | sort"
+        " | grep -v -e '^/root/files-before.txt ' -e '^/root/sha256-before.txt '")
+    before = host.file("/root/files-before.txt").content_string
+    before = "\n".join(line for line in before.splitlines()
+                       if not line.startswith(("/root/files-before.txt ", "/root/sha256-before.txt ")))
+    assert listing.strip() == before.strip()
+    check = host.run("sha256sum --quiet -c /root/sha256-before.txt")
+    assert check.rc == 0, check.stdout[-2000:]
+
+
+def test_nothing_was_installed_or_locked(host):
+    assert host.package("orthanc").version.startswith("1.10.1")
+    assert host.file("/etc/debian_version").content_string.startswith("12")
+    assert not host.file("/var/lib/clinical-upgrade/run.lock").exists
+    assert not host.file("/var/backups/clinical-upgrade").exists
+
+
+def test_no_snapshot_was_taken():
+    assert not list((testlib.RESULTS / "snapshots").glob(f"{HOST}/*.json"))
+
+
+def test_evidence_says_refused_with_the_check():
+    runs = testlib.evidence_files(HOST)
+    assert [r["outcome"] for r in runs] == ["refused", "refused"]
+    assert "PRE-004" in runs[0]["failed_step"] + runs[0]["message"]
+    assert "PRE-007" in runs[1]["failed_step"] + runs[1]["message"]
+    assert all(r["snapshot"] is None for r in runs)

@@ -1,0 +1,78 @@
+"""After the upgrade: Orthanc 1.12.7 on Debian 13, every seeded instance intact, evidence written."""
+
+import pytest
+import testlib
+
+testinfra_hosts = ["ansible://pacs"]
+HOST = "mol-upgrade-pacs"
+REST = testlib.OrthancRest("http://127.0.0.1:38042")
+
+
+def test_orthanc_is_the_target_version_and_held(host):
+    pkg = host.package("orthanc")
+    assert pkg.version.startswith("1.12.7")
+    assert "orthanc" in host.check_output("apt-mark showhold").split()
+    assert REST.json("/system")["Version"] == "1.12.7"
+
+
+def test_the_os_went_through_the_release_upgrade(host):
+    assert host.file("/etc/debian_version").content_string.startswith("13")
+
+
+def test_orthanc_runs_enabled_and_nothing_is_left_blocking_services(host):
+    svc = host.service("orthanc")
+    assert svc.is_running and svc.is_enabled
+    assert not host.file("/usr/sbin/policy-rc.d").exists
+    assert not host.file("/etc/systemd/system/orthanc.service.d/clinical-upgrade-migrate.conf").exists
+
+
+def test_every_seeded_instance_is_present_with_the_same_dataset():
+    manifest = testlib.seed_manifest()
+    assert len(manifest) == 600
+    missing, different = [], []
+    for sop_uid, entry in manifest.items():
+        instance = REST.instance_by_sop_uid(sop_uid)
+        if instance is None:
+            missing.append(sop_uid)
+            continue
+        if testlib.dataset_digest_of_bytes(REST.request(f"/instances/{instance}/file")) != testlib.seed_digest(entry):
+            different.append(sop_uid)
+    assert not missing, f"{len(missing)} seeded instances missing, e.g. {missing[:3]}"
+    assert not different, f"{len(different)} instances differ from the seed, e.g. {different[:3]}"
+
+
+def test_stored_files_are_byte_for_byte_the_same(host):
+    before = testlib.storage_hashes((testlib.EPHEMERAL / f"storage-before-{HOST}.sha256").read_text())
+    after = testlib.storage_hashes(host.check_output(
+        "cd /var/lib/orthanc && find . -type f -print0 | sort -z | xargs -0 sha256sum"))
+    assert len(before) == 600
+    changed = [p for p, digest in before.items() if after.get(p) != digest]
+    assert not changed, f"{len(changed)} stored files changed or vanished, e.g. {changed[:3]}"
+
+
+def test_evidence_of_the_upgrade_then_of_the_idempotent_run():
+    runs = testlib.evidence_files(HOST)
+    assert [r["outcome"] for r in runs] == ["upgraded", "already_current"], [r["outcome"] for r in runs]
+    upgraded = runs[0]
+    assert upgraded["versions"]["before"] == "1.10.1"
+    assert upgraded["versions"]["after"] == "1.12.7"
+    assert upgraded["snapshot"]["provider"] == "podman"
+    assert upgraded["snapshot"]["id"]
+    assert 0 < float(upgraded["timings"]["switch_downtime_s"]) < 300
+    checks = {r["check"]: r["status"] for r in upgraded["verification"]}
+    for name in ("dicom_echo", "pacs_info", "dicom_query_studies", "dicom_roundtrip", "canary_instances",
+                 "counts_unchanged", "version_is_expected"):
+        assert checks.get(name) == "passed", (name, checks)
+    assert upgraded["failed_step"] is None
+
+
+@pytest.fixture(scope="module")
+def verify_result():
+    return testlib.run_verify_playbook(testlib.RESULTS / "verify")
+
+
+def test_health_checks_pass_after_the_upgrade(verify_result):
+    assert verify_result["_returncode"] == 0, verify_result["_stdout"][-3000:]
+    assert verify_result["summary"]["failed"] == 0
+    assert {c["check"] for c in verify_result["checks"]} == {"dicom_echo", "pacs_info", "dicom_query_studies",
+                                                             "dicom_roundtrip"}

@@ -116,3 +116,25 @@ def evidence_files(host: str) -> list[dict]:
     """Every upgrade evidence file written for `host` in this scenario, oldest first."""
     files = sorted(RESULTS.glob(f"upgrade-*/{host}.json"))
     return [json.loads(p.read_text()) for p in files]
+
+
+def seed_instances_problems(rest: OrthancRest) -> tuple[list[str], list[str]]:
+    """(missing, different): seeded SOP Instance UIDs the PACS lacks, or holds with another dataset."""
+    missing, different = [], []
+    for sop_uid, entry in seed_manifest().items():
+        instance = rest.instance_by_sop_uid(sop_uid)
+        if instance is None:
+            missing.append(sop_uid)
+        elif dataset_digest_of_bytes(rest.request(f"/instances/{instance}/file")) != seed_digest(entry):
+            different.append(sop_uid)
+    return missing, different
+
+
+STORAGE_HASH_CMD = "cd /var/lib/orthanc && find . -type f -print0 | sort -z | xargs -0 sha256sum"
+
+
+def storage_changes(host, inventory_name: str) -> tuple[int, list[str]]:
+    """(files recorded before, stored DICOM files since changed or gone), against prepare's record."""
+    before = storage_hashes((EPHEMERAL / f"storage-before-{inventory_name}.sha256").read_text())
+    after = storage_hashes(host.check_output(STORAGE_HASH_CMD))
+    return len(before), [p for p, digest in before.items() if after.get(p) != digest]

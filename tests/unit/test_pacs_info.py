@@ -6,12 +6,8 @@ import contextlib
 import http.server
 import io
 import json
-import shutil
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import hl7_fixtures
 import pytest
@@ -19,7 +15,6 @@ import yaml
 from hl7_fixtures import (
     ORTHANC_PASSWORD,
     ORTHANC_USER,
-    ROOT,
     free_port,
     load_module,
     run_module,
@@ -265,19 +260,3 @@ def test_return_keys_are_documented_and_tested():
         "statistics", "jobs", "pending_jobs", "running_jobs",
     }  # fmt: skip
     assert documented == tested
-
-
-def test_ansible_doc_renders():
-    doc = Path(sys.executable).parent / "ansible-doc"
-    if not doc.exists():
-        doc = shutil.which("ansible-doc")
-    proc = subprocess.run(
-        [str(doc), "-M", str(ROOT / "plugins" / "modules"), "pacs_info"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "validate_certs" in proc.stdout
-    assert "ERROR" not in proc.stderr

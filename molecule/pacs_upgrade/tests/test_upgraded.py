@@ -27,26 +27,15 @@ def test_orthanc_runs_enabled_and_nothing_is_left_blocking_services(host):
 
 
 def test_every_seeded_instance_is_present_with_the_same_dataset():
-    manifest = testlib.seed_manifest()
-    assert len(manifest) == 600
-    missing, different = [], []
-    for sop_uid, entry in manifest.items():
-        instance = REST.instance_by_sop_uid(sop_uid)
-        if instance is None:
-            missing.append(sop_uid)
-            continue
-        if testlib.dataset_digest_of_bytes(REST.request(f"/instances/{instance}/file")) != testlib.seed_digest(entry):
-            different.append(sop_uid)
+    assert len(testlib.seed_manifest()) == 600
+    missing, different = testlib.seed_instances_problems(REST)
     assert not missing, f"{len(missing)} seeded instances missing, e.g. {missing[:3]}"
     assert not different, f"{len(different)} instances differ from the seed, e.g. {different[:3]}"
 
 
 def test_stored_files_are_byte_for_byte_the_same(host):
-    before = testlib.storage_hashes((testlib.EPHEMERAL / f"storage-before-{HOST}.sha256").read_text())
-    after = testlib.storage_hashes(host.check_output(
-        "cd /var/lib/orthanc && find . -type f -print0 | sort -z | xargs -0 sha256sum"))
-    assert len(before) == 600
-    changed = [p for p, digest in before.items() if after.get(p) != digest]
+    recorded, changed = testlib.storage_changes(host, HOST)
+    assert recorded == 600
     assert not changed, f"{len(changed)} stored files changed or vanished, e.g. {changed[:3]}"
 
 

@@ -412,6 +412,11 @@ def decide(windows, timezone: str, now=None, min_minutes_left: int = 0) -> dict:
         result["next_open"] = iso(upcoming[0][0])
     if open_now:
         closes, opens, window = max(open_now, key=lambda item: (item[0].astimezone(utc), -item[2]["index"]))
+        # A window that opens before (or as) this one closes continues it: "every day 00:00 for 24 h"
+        # stays open across midnight, and back-to-back windows form one.
+        for next_opens, next_closes, _next in upcoming:
+            if next_opens.astimezone(utc) <= closes.astimezone(utc) < next_closes.astimezone(utc):
+                closes = next_closes
         minutes_left = int((closes.astimezone(utc) - current.astimezone(utc)).total_seconds() // 60)
         result.update(
             in_window=True, window=public(window), opens_at=iso(opens), closes_at=iso(closes), minutes_left=minutes_left

@@ -247,3 +247,21 @@ def test_fuzz_never_a_traceback(windows, timezone, now, minutes, override, reaso
     assert r["overridden"] in (True, False)
     if not r.get("failed"):
         assert r["open"] or r["overridden"]
+
+
+def test_back_to_back_windows_stay_open_across_midnight():
+    every_day = [{"name": "lab", "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00",
+                  "duration_minutes": 1440}]
+    res = run(windows=every_day, now="2026-11-28T23:30:00+00:00", min_minutes_left=60, timezone="UTC")
+    assert res["open"] is True
+    assert res["closes_at"] > "2026-11-30T00:00:00+00:00"  # chained across every following day it looks at
+    assert res["minutes_left"] > 24 * 60 + 30
+
+
+def test_a_gap_between_windows_is_not_bridged():
+    evenings = [{"name": "evening", "days": ["Sat"], "start": "20:00", "end": "23:00"},
+                {"name": "night", "days": ["Sat"], "start": "23:30", "duration_minutes": 120}]
+    res = run(windows=evenings, now="2026-11-28T22:30:00+00:00", min_minutes_left=60, timezone="UTC")
+    assert res["open"] is False
+    assert res["reason"] == "too_little_time"
+    assert res["closes_at"] == "2026-11-28T23:00:00+00:00"

@@ -40,13 +40,17 @@ def test_files_are_byte_for_byte_unchanged(host):
                        if not line.startswith(("/root/files-before.txt ", "/root/sha256-before.txt ")))
     assert listing.strip() == before.strip()
     live_db = "|".join(LIVE_DB)
-    check = host.run(f"set -o pipefail; grep -v -E '  ({live_db})$' /root/sha256-before.txt | sha256sum --quiet -c -")
+    check = host.run(f"grep -v -E '  ({live_db})$' /root/sha256-before.txt | sha256sum --quiet -c -")
     assert check.rc == 0, check.stdout[-2000:]
 
 
 def test_the_pacs_database_recorded_no_change():
+    # Orthanc itself logs Stable{Patient,Study,Series} a minute (StableAge) after the seed was stored;
+    # that is its own housekeeping. Any other change would have been made by someone.
     before = json.loads((testlib.EPHEMERAL / "db-state-before.json").read_text())
-    assert REST.json("/changes?last")["Last"] == before["changes"]["Last"]
+    changes = REST.json(f"/changes?since={before['changes']['Last']}&limit=10000")["Changes"]
+    other = [c for c in changes if c["ChangeType"] not in ("StablePatient", "StableStudy", "StableSeries")]
+    assert not other, other[:5]
     assert REST.json("/statistics") == before["statistics"]
 
 

@@ -64,10 +64,10 @@ class EchoProbe(threading.Thread):
         self.error = dicom_client.DicomError
         self.interval = interval
         self.samples: list[tuple[float, bool]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             started = time.time()
             try:
                 self.client.echo()
@@ -75,10 +75,10 @@ class EchoProbe(threading.Thread):
             except self.error:
                 ok = False
             self.samples.append((started, ok))
-            self._stop.wait(max(0.0, self.interval - (time.time() - started)))
+            self._halt.wait(max(0.0, self.interval - (time.time() - started)))
 
     def stop(self) -> list[tuple[float, bool]]:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
         return self.samples
 

@@ -65,3 +65,18 @@ def test_health_checks_pass_after_the_upgrade(verify_result):
     assert verify_result["summary"]["failed"] == 0
     assert {c["check"] for c in verify_result["checks"]} == {"dicom_echo", "pacs_info", "dicom_query_studies",
                                                              "dicom_roundtrip"}
+
+
+def test_z_manual_rollback_returns_to_the_recorded_snapshot(host):
+    """Last (by name): playbooks/rollback.yml lists the snapshot and reverts to it on demand."""
+    snapshot_id = testlib.evidence_files(HOST)[0]["snapshot"]["id"]
+    listed = testlib.run_playbook("rollback.yml", "-e", "snapshot_action=list")
+    assert listed.returncode == 0, listed.stdout[-3000:] + listed.stderr[-2000:]
+    assert snapshot_id in listed.stdout
+    reverted = testlib.run_playbook("rollback.yml", "-e", f"snapshot_id={snapshot_id}")
+    assert reverted.returncode == 0, reverted.stdout[-3000:] + reverted.stderr[-2000:]
+    assert "passed every check" in reverted.stdout
+    assert REST.json("/system")["Version"] == "1.10.1"
+    assert host.file("/etc/debian_version").content_string.startswith("12")
+    missing, different = testlib.seed_instances_problems(REST)
+    assert not missing and not different

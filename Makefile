@@ -35,7 +35,7 @@ deps:
 
 # The virtualenv with the project's Python dependencies; reinstalled only when pyproject.toml changes.
 venv: $(STAMP_DIR)/venv
-$(STAMP_DIR)/venv: pyproject.toml
+$(STAMP_DIR)/venv: pyproject.toml | deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

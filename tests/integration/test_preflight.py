@@ -52,17 +52,23 @@ def write_inventory(tmp_path: Path, hosts_yaml: str, catalogue: str = CATALOGUE)
     return inv
 
 
-def run_preflight(inventory: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+def ansible_playbook(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ansible-playbook from the repository with the project's configuration."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(PLAYBOOK)],
+        [str(ANSIBLE_PLAYBOOK), *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
+
+
+def run_preflight(inventory: Path) -> subprocess.CompletedProcess:
+    return ansible_playbook("-i", str(inventory / "hosts.yml"), str(PLAYBOOK))
 
 
 GOOD = """\
@@ -86,16 +92,7 @@ def test_a_good_inventory_passes(tmp_path):
 
 
 def test_the_lab_inventory_passes():
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), str(PLAYBOOK)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = ansible_playbook(str(PLAYBOOK))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -206,14 +203,7 @@ def test_missing_catalogue(tmp_path):
 
 @pytest.mark.parametrize("path", ["playbooks/preflight.yml"])
 def test_syntax(path):
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "--syntax-check", path],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = ansible_playbook("--syntax-check", path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -235,14 +225,5 @@ def test_a_playbook_using_the_precheck_role_passes_syntax_check(tmp_path):
             """
         )
     )
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(REPO / "roles"))
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "--syntax-check", str(playbook)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = ansible_playbook("--syntax-check", str(playbook), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

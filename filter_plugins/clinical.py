@@ -168,6 +168,67 @@ def version_record(result, expected) -> dict:
             "details": details}
 
 
+def _failed(result) -> bool:
+    return not isinstance(result, dict) or bool(result.get("failed")) or bool(result.get("skipped"))
+
+
+def pacs_baseline(results, host: str = "", canary_study_uid: str = "", canary_max_instances: int = 5000,
+                  recorded: str = "") -> dict:
+    """The clinical baseline of a PACS from the checks dicom_verify ran before a change.
+
+    ``results``: the registered results {echo, info, studies, canary} of pacs.yml and pacs_canary.yml.
+    Returns {baseline, problems}: the baseline that ``compare`` compares with after the change, and every
+    reason it cannot serve as one (each naming what to fix); an empty list when it can.
+    """
+    results = results or {}
+    echo, info = results.get("echo") or {}, results.get("info") or {}
+    studies, canary = results.get("studies") or {}, results.get("canary") or {"skipped": True}
+    first = ((studies.get("identifiers") or [{}])[0] or {}).get("StudyInstanceUID", "") if not _failed(
+        studies) else ""
+    canary_uid = canary_study_uid or first or ""
+    stats = info.get("statistics") or {} if not _failed(info) else {}
+    problems = []
+    if _failed(echo):
+        problems.append(f"C-ECHO failed: {echo.get('msg', 'no result')} (check endpoint_host, endpoint_dicom_port, "
+                        "pacs_server_dicom_aet and that verify_calling_aet is known to the PACS)")
+    if _failed(info):
+        problems.append(f"Orthanc REST failed: {info.get('msg', 'no result')} (check endpoint_rest_url, "
+                        "pacs_server_rest_user and pacs_server_rest_password)")
+    if _failed(studies):
+        problems.append(f"study-level C-FIND failed: {studies.get('msg', 'no result')}")
+    if canary_uid:
+        if _failed(canary):
+            problems.append(f"IMAGE-level C-FIND of the canary study failed: {canary.get('msg', 'no result')}")
+        elif canary_study_uid and int(canary.get("count") or 0) == 0:
+            problems.append(f"dicom_verify_canary_study_uid {canary_study_uid} is not on the PACS: set it to a study "
+                            'that exists, or to "" for the first one')
+        if canary.get("truncated"):
+            problems.append(f"the canary study has more than {canary_max_instances} instances: raise "
+                            "dicom_verify_canary_max_instances or choose a smaller dicom_verify_canary_study_uid")
+    identifiers = [] if _failed(canary) else canary.get("identifiers") or []
+    baseline = {
+        "host": host,
+        "recorded": recorded,
+        "echo_ms": None if _failed(echo) else echo.get("latency_ms"),
+        "version": info.get("version") if not _failed(info) else None,
+        "database_version": info.get("database_version") if not _failed(info) else None,
+        "counts": {
+            "patients": stats.get("patients"),
+            "studies": stats.get("studies"),
+            "series": stats.get("series"),
+            "instances": stats.get("instances"),
+            "studies_cfind": None if _failed(studies) else studies.get("count"),
+        },
+        "canary": {
+            "study_instance_uid": canary_uid,
+            "sop_instance_uids": [i.get("SOPInstanceUID") for i in identifiers if isinstance(i, dict)],
+            "count": 0 if _failed(canary) else int(canary.get("count") or 0),
+            "truncated": bool(canary.get("truncated")),
+        },
+    }
+    return {"baseline": baseline, "problems": problems}
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -179,4 +240,5 @@ class FilterModule:
             "canary_record": canary_record,
             "counts_record": counts_record,
             "version_record": version_record,
+            "pacs_baseline": pacs_baseline,
         }

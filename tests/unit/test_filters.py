@@ -16,6 +16,7 @@ from clinical import (  # noqa: E402
     counts_record,
     mask_phi,
     modality_ae_item,
+    pacs_baseline,
     pacs_modality_entry,
     verify_record,
     version_record,
@@ -100,7 +101,57 @@ def test_verify_record_without_a_result_fails():
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {"ae_title_error", "modality_ae_item", "mask_phi", "verify_record",
                                              "pacs_modality_entry", "canary_record", "counts_record",
-                                             "version_record"}
+                                             "version_record", "pacs_baseline"}
+
+
+ECHO_OK = {"latency_ms": 3.2}
+INFO_OK = {"version": "1.10.1", "database_version": 6,
+        "statistics": {"patients": 10, "studies": 20, "series": 60, "instances": 600}}
+STUDIES_FIND = {"count": 20, "identifiers": [{"StudyInstanceUID": "1.2.3"}], "truncated": True}
+CANARY_FIND = {"count": 2, "identifiers": [{"SOPInstanceUID": "1.2.3.1"}, {"SOPInstanceUID": "1.2.3.2"}]}
+
+
+def test_pacs_baseline_records_counts_and_the_first_study_as_canary():
+    out = pacs_baseline({"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": CANARY_FIND}, host="pacs1",
+                        recorded="2026-12-01T00:00:00Z")
+    assert out["problems"] == []
+    base = out["baseline"]
+    assert base["counts"] == {"patients": 10, "studies": 20, "series": 60, "instances": 600, "studies_cfind": 20}
+    assert base["canary"] == {"study_instance_uid": "1.2.3", "sop_instance_uids": ["1.2.3.1", "1.2.3.2"],
+                              "count": 2, "truncated": False}
+    assert base["version"] == "1.10.1" and base["database_version"] == 6 and base["echo_ms"] == 3.2
+    # what compare checks afterwards accepts this baseline as it is
+    assert canary_record(CANARY_FIND, base["canary"])["status"] == "passed"
+    assert counts_record(INFO_OK, base["counts"])["status"] == "passed"
+
+
+def test_pacs_baseline_names_every_problem_with_its_fix():
+    out = pacs_baseline({"echo": {"failed": True, "msg": "connection refused"},
+                         "info": {"failed": True, "msg": "401 Unauthorized"},
+                         "studies": {"failed": True, "msg": "association rejected"},
+                         "canary": {"skipped": True}}, canary_study_uid="9.9.9")
+    problems = " | ".join(out["problems"])
+    assert "C-ECHO failed: connection refused (check endpoint_host, endpoint_dicom_port" in problems
+    assert "Orthanc REST failed: 401 Unauthorized (check endpoint_rest_url" in problems
+    assert "study-level C-FIND failed: association rejected" in problems
+    assert "IMAGE-level C-FIND of the canary study failed" in problems
+    assert out["baseline"]["counts"]["instances"] is None and out["baseline"]["version"] is None
+
+
+def test_pacs_baseline_refuses_an_unknown_or_too_large_canary():
+    missing = pacs_baseline({"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": {"count": 0}},
+                            canary_study_uid="9.9.9")
+    assert missing["problems"] == ['dicom_verify_canary_study_uid 9.9.9 is not on the PACS: set it to a study that '
+                                   'exists, or to "" for the first one']
+    big = pacs_baseline({"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": dict(CANARY_FIND, truncated=True)},
+                        canary_max_instances=2)
+    assert "more than 2 instances: raise dicom_verify_canary_max_instances" in big["problems"][0]
+
+
+def test_pacs_baseline_of_an_empty_archive_has_no_canary_and_no_problem():
+    out = pacs_baseline({"echo": ECHO_OK, "info": dict(INFO_OK, statistics={"instances": 0}),
+                         "studies": {"count": 0, "identifiers": []}, "canary": {"skipped": True}})
+    assert out["problems"] == [] and out["baseline"]["canary"]["study_instance_uid"] == ""
 
 
 def test_pacs_modality_entry():

@@ -152,7 +152,7 @@ def one_run(kind: str, logdir: Path, args) -> dict:
         "total_unavailable_s": round(sum(b - a for a, b in spans), 2),
         "outages": len(spans),
         "switch_downtime_s": evidence["timings"].get("switch_downtime_s"),
-        "switch_phases": evidence.get("switch_phases"),
+        "switch_phases": (evidence.get("switch") or {}).get("phases"),
     }
     if kind == "rollback":
         failed_at = evidence["timings"].get("rollback_started_epoch")

@@ -22,12 +22,14 @@ _UNSET = object()
 
 # Per inventory group: variables every host of that group must have.
 REQUIRED = {
-    "pacs": ("pacs_server_target_version", "pacs_server_rest_password"),
+    "pacs": ("pacs_server_target_version", "pacs_server_rest_password", "clinical_upgrade_evidence_dir"),
 }
 # Per group: at least one of these must be set (how the controller reaches the host).
 REACH = {"pacs": ("endpoint_host", "ansible_host"), "ris": ("endpoint_host", "ansible_host")}
 AE_VARIABLES = ("pacs_server_dicom_aet", "verify_calling_aet", "ris_server_aetitle")
 PORT_VARIABLES = ("endpoint_dicom_port", "endpoint_worklist_port", "endpoint_hl7_port")
+# Controller paths that must be absolute (the evidence of every run goes there).
+ABSOLUTE_PATH_VARIABLES = ("clinical_upgrade_evidence_dir",)
 BOOL_VARIABLES = ("pacs_server_allow_downgrade",)
 VERSION_VARIABLES = ("pacs_server_target_version", "pacs_server_installed_version")
 
@@ -107,6 +109,11 @@ def _types(hostvars, groups):
             )
             if number is None or not 1 <= number <= 65535:
                 problems.append(f"{host}: {name} must be a port number from 1 to 65535, got {value!r}")
+        for name in ABSOLUTE_PATH_VARIABLES:
+            value, _ = _get(hostvars, host, name)
+            if value is not _UNSET and value is not None and not (isinstance(value, str) and value.startswith("/")):
+                problems.append(f"{host}: {name} must be an absolute directory on the controller "
+                                f"(for example /var/lib/clinical-upgrade/evidence), got {value!r}")
         for name in BOOL_VARIABLES:
             value, _ = _get(hostvars, host, name)
             if value is not _UNSET and value is not None and not isinstance(value, bool):

@@ -49,6 +49,7 @@ def write_inventory(tmp_path: Path, hosts_yaml: str, catalogue: str = CATALOGUE)
     (inv / "group_vars" / "all").mkdir(parents=True)
     (inv / "hosts.yml").write_text(textwrap.dedent(hosts_yaml))
     (inv / "group_vars" / "all" / "catalogue.yml").write_text(catalogue)
+    (inv / "group_vars" / "all" / "evidence.yml").write_text("clinical_upgrade_evidence_dir: /var/lib/cu-evidence\n")
     return inv
 
 
@@ -201,7 +202,32 @@ def test_missing_catalogue(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("path", ["playbooks/preflight.yml"])
+def test_the_evidence_directory_is_required_and_absolute(tmp_path):
+    inv = write_inventory(tmp_path, GOOD)
+    (inv / "group_vars" / "all" / "evidence.yml").write_text("clinical_upgrade_evidence_dir: results\n")
+    result = run_preflight(inv)
+    assert result.returncode != 0
+    assert problems_of(result.stdout) == [
+        "pacs1: clinical_upgrade_evidence_dir must be an absolute directory on the controller "
+        "(for example /var/lib/clinical-upgrade/evidence), got 'results'"]
+    (inv / "group_vars" / "all" / "evidence.yml").unlink()
+    result = run_preflight(inv)
+    assert problems_of(result.stdout) == [
+        "pacs1: clinical_upgrade_evidence_dir is not set; the pacs group needs it "
+        "(host_vars/pacs1.yml or group_vars/pacs.yml)"]
+
+
+def test_the_preflight_runs_once_per_run(tmp_path):
+    """site.yml imports the preflight and each product playbook imports it again: it runs once."""
+    twice = tmp_path / "twice.yml"
+    twice.write_text(f"- import_playbook: {REPO}/playbooks/preflight.yml\n"
+                     f"- import_playbook: {REPO}/playbooks/preflight.yml\n")
+    result = ansible_playbook("-i", str(write_inventory(tmp_path, GOOD) / "hosts.yml"), str(twice))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("inventory preflight passed") == 1, result.stdout
+
+
+@pytest.mark.parametrize("path", ["playbooks/preflight.yml", "playbooks/site.yml", "playbooks/upgrade_pacs.yml"])
 def test_syntax(path):
     result = ansible_playbook("--syntax-check", path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,374 @@
+# -*- coding: utf-8 -*-
+# Copyright: clinical-upgrade contributors
+# Apache License 2.0
+"""The upgrade flow's one result per host, and the run around it (roles/upgrade, roles/upgrade_report).
+
+- ``upgrade_run_metadata(awx_vars, run_id, ticket, project_dir)``: who runs this, when, from which
+  code revision, under which AWX job/schedule, for which change ticket. Built once per run.
+- ``upgrade_result_new(host, product, run, target)``: an empty result object.
+- ``result | upgrade_step_begin(name, epoch)`` / ``result | upgrade_step_end(status, epoch, message,
+  details)``: every step of the flow appends one record (name, started, ended, duration_s, status,
+  message, details).
+- ``hostvars | upgrade_run_summary(hosts, run, evidence_dir)``: one line per host of the play,
+  including hosts never attempted because an earlier batch failed.
+
+Pure functions: no host is contacted and no command is run (an execution environment may lack
+``hostname`` or ``git``; the controller's name and the code revision are read in Python).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import getpass
+import os
+import re
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from versions import upstream_version  # noqa: E402
+
+STEP_STATUSES = ("running", "passed", "failed", "skipped")
+OUTCOMES = ("upgraded", "already_current", "prechecked", "refused", "failed_unchanged", "rolled_back",
+            "rollback_failed", "not_attempted", "unknown")
+SCHEMA = 2
+
+
+def _iso(epoch) -> str | None:
+    if epoch is None or epoch == "":
+        return None
+    moment = datetime.datetime.fromtimestamp(float(epoch), datetime.UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 10000:02d}Z"
+
+
+def git_revision(project_dir) -> str | None:
+    """The commit of a git checkout, read from .git without running git; None when not a checkout."""
+    if not project_dir:
+        return None
+    git = os.path.join(str(project_dir), ".git")
+    try:
+        if os.path.isfile(git):  # a worktree: "gitdir: <path>"
+            with open(git, encoding="utf-8") as handle:
+                git = handle.read().split(":", 1)[1].strip()
+        with open(os.path.join(git, "HEAD"), encoding="utf-8") as handle:
+            head = handle.read().strip()
+        if not head.startswith("ref: "):
+            return head if re.fullmatch(r"[0-9a-f]{40,64}", head) else None
+        ref = head[5:]
+        for base in (git, _common_dir(git)):
+            path = os.path.join(base, ref)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as handle:
+                    return handle.read().strip()
+            packed = os.path.join(base, "packed-refs")
+            if os.path.isfile(packed):
+                with open(packed, encoding="utf-8") as handle:
+                    for line in handle:
+                        parts = line.split()
+                        if len(parts) == 2 and parts[1] == ref:
+                            return parts[0]
+    except (OSError, IndexError):
+        return None
+    return None
+
+
+def _common_dir(git: str) -> str:
+    try:
+        with open(os.path.join(git, "commondir"), encoding="utf-8") as handle:
+            return os.path.normpath(os.path.join(git, handle.read().strip()))
+    except OSError:
+        return git
+
+
+def upgrade_run_metadata(awx_vars=None, run_id: str = "", change_ticket: str = "", project_dir: str = "",
+                         epoch=None) -> dict:
+    """The run's metadata, built once per run.
+
+    ``awx_vars``: the variables AWX/Automation Controller passes to a job (awx_job_id, awx_user_name,
+    awx_job_template_name, awx_schedule_id, awx_schedule_name, awx_workflow_job_id, awx_project_revision
+    and their tower_* aliases); missing ones are null.
+    """
+    awx_vars = dict(awx_vars or {})
+
+    def awx(name):
+        value = awx_vars.get(f"awx_{name}", awx_vars.get(f"tower_{name}"))
+        return None if value in (None, "") else value
+
+    now = datetime.datetime.fromtimestamp(float(epoch), datetime.UTC) if epoch is not None else datetime.datetime.now(
+        datetime.UTC)
+    job_id = awx("job_id")
+    if not run_id:
+        run_id = f"awx-{job_id}" if job_id is not None else now.strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {
+        "id": str(run_id),
+        "started": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "user": awx("user_name") or user,
+        "controller": socket.gethostname(),
+        "revision": awx("project_revision") or git_revision(project_dir),
+        "change_ticket": change_ticket or None,
+        "awx": {
+            "job_id": job_id,
+            "job_template": awx("job_template_name"),
+            "user": awx("user_name"),
+            "schedule_id": awx("schedule_id"),
+            "schedule": awx("schedule_name"),
+            "workflow_job_id": awx("workflow_job_id"),
+            "launch_type": awx("job_launch_type"),
+        },
+    }
+
+
+def upgrade_result_new(host: str, product: str, run: dict, target_version=None) -> dict:
+    """An empty result object for one host (see roles/upgrade/README.md for every key)."""
+    return {
+        "kind": "clinical-upgrade/upgrade",
+        "schema": SCHEMA,
+        "run": copy.deepcopy(run or {}),
+        "host": host,
+        "product": product,
+        "outcome": "unknown",
+        "failed_step": None,
+        "message": None,
+        "versions": {"before": None, "target": target_version or None, "after": None, "package_before": None,
+                     "database_before": None, "database_after": None, "os_release_upgrade": False},
+        "snapshot": None,
+        "snapshot_reverted": None,
+        "timings": {"upgrade_wall_s": None, "switch_downtime_s": None, "rollback_wall_s": None},
+        "steps": [],
+        "precheck": [],
+        "baseline": None,
+        "maintenance": None,
+        "staged": None,
+        "switch": None,
+        "verification": [],
+        "rollback_verification": [],
+    }
+
+
+def _check_result(result) -> dict:
+    if not isinstance(result, dict) or not isinstance(result.get("steps"), list):
+        raise ValueError("not an upgrade result: build it with upgrade_result_new first")
+    return copy.deepcopy(result)
+
+
+def upgrade_step_begin(result, name: str, epoch) -> dict:
+    """Append a running step record."""
+    out = _check_result(result)
+    if not name:
+        raise ValueError("a step needs a name")
+    out["steps"].append({"name": name, "started": _iso(epoch), "ended": None, "duration_s": None,
+                         "status": "running", "message": None, "details": None, "_t0": float(epoch)})
+    return out
+
+
+def upgrade_step_end(result, status: str, epoch, message=None, details=None, name=None) -> dict:
+    """Close the last running step (or append a closed one named ``name`` when none runs)."""
+    out = _check_result(result)
+    if status not in STEP_STATUSES[1:]:
+        raise ValueError(f"step status must be one of {', '.join(STEP_STATUSES[1:])}, got {status!r}")
+    running = [s for s in out["steps"] if s["status"] == "running"]
+    if running:
+        step = running[-1]
+    elif name:
+        step = {"name": name, "started": _iso(epoch), "_t0": float(epoch)}
+        out["steps"].append(step)
+    else:
+        return out
+    t0 = step.pop("_t0", float(epoch))
+    step.update({"ended": _iso(epoch), "duration_s": round(float(epoch) - t0, 2), "status": status,
+                 "message": (str(message) if message not in (None, "") else None),
+                 "details": details if details not in ("", None) else None})
+    return out
+
+
+def upgrade_timing(result, name: str, epoch) -> dict:
+    """Record a moment of the run in ``timings``.
+
+    ``started`` and ``rollback_started`` mark the start of the upgrade and of the rollback
+    (``rollback_started_epoch`` keeps the latter as a number, for benchmarks that line it up with
+    a probe); ``upgrade_wall_s`` and ``rollback_wall_s`` are the seconds since those marks.
+    """
+    out = _check_result(result)
+    timings = out.setdefault("timings", {})
+    epoch = float(epoch)
+    if name == "started":
+        timings["started"] = _iso(epoch)
+        timings["_started"] = epoch
+    elif name == "rollback_started":
+        timings["rollback_started"] = _iso(epoch)
+        timings["rollback_started_epoch"] = round(epoch, 3)
+    elif name == "upgrade_wall_s":
+        timings["upgrade_wall_s"] = round(epoch - float(timings.get("_started", epoch)), 1)
+    elif name == "rollback_wall_s":
+        timings["rollback_wall_s"] = round(epoch - float(timings.get("rollback_started_epoch", epoch)), 1)
+    else:
+        raise ValueError(f"unknown timing {name!r}")
+    return out
+
+
+def upgrade_record_step(result, step: str, value) -> dict:
+    """Put the result fact of a finished step where the evidence keeps it.
+
+    snapshot -> ``snapshot``; stage -> ``staged`` (and ``versions.os_release_upgrade``); switch ->
+    ``switch`` (and ``versions.after``, ``versions.database_after``, ``timings.switch_downtime_s``);
+    verify -> ``verification``; revert -> ``snapshot_reverted``; verify_after_rollback ->
+    ``rollback_verification``. Other steps keep their value in the step record's details only.
+    """
+    out = _check_result(result)
+    if value is None:
+        return out
+    if step == "snapshot":
+        out["snapshot"] = value
+    elif step == "stage":
+        out["staged"] = value
+        if isinstance(value, dict) and "release_upgrade" in value:
+            out["versions"]["os_release_upgrade"] = bool(value["release_upgrade"])
+    elif step == "switch":
+        out["switch"] = value
+        if isinstance(value, dict):
+            out["versions"]["after"] = value.get("version", out["versions"].get("after"))
+            out["versions"]["database_after"] = value.get("database_version")
+            out["timings"]["switch_downtime_s"] = value.get("downtime_s")
+    elif step == "verify":
+        out["verification"] = list(value)
+    elif step == "revert":
+        out["snapshot_reverted"] = value
+    elif step == "verify_after_rollback":
+        out["rollback_verification"] = list(value)
+    return out
+
+
+def failed_checks(records) -> list:
+    """The records of a verification that failed."""
+    return [r for r in records or [] if isinstance(r, dict) and r.get("status") == "failed"]
+
+
+def upgrade_running_step(result) -> str | None:
+    """The name of the step that is running (the one a failure interrupted), or None."""
+    running = [s for s in (result or {}).get("steps", []) if s.get("status") == "running"]
+    return running[-1]["name"] if running else None
+
+
+def upgrade_public(result) -> dict:
+    """The result without internal bookkeeping (what the evidence file holds)."""
+    out = copy.deepcopy(result or {})
+    for step in out.get("steps", []):
+        step.pop("_t0", None)
+    for key in [k for k in out.get("timings", {}) if k.startswith("_")]:
+        del out["timings"][key]
+    return out
+
+
+def upgrade_run_summary(hostvars, hosts, run=None, evidence_dir: str = "") -> dict:
+    """One summary across the hosts of the play: outcome, versions, snapshot, evidence path per host.
+
+    A host without a result was never attempted (an earlier batch failed, or the run stopped).
+    """
+    rows = []
+    counts: dict[str, int] = {}
+    run_id = (run or {}).get("id")
+    for host in hosts or []:
+        try:
+            result = hostvars[host].get("upgrade_result") if host in hostvars else None
+        except (KeyError, TypeError):
+            result = None
+        if isinstance(result, dict) and result.get("run", {}).get("id") == run_id:
+            outcome = result.get("outcome") or "unknown"
+            snapshot = result.get("snapshot") or {}
+            row = {"host": host, "outcome": outcome,
+                   "before": result.get("versions", {}).get("before"),
+                   "after": result.get("versions", {}).get("after"),
+                   "target": result.get("versions", {}).get("target"),
+                   "snapshot_id": snapshot.get("id"),
+                   "failed_step": result.get("failed_step"),
+                   "evidence": f"{evidence_dir}/upgrade-{run_id}/{host}.json" if evidence_dir else None}
+        else:
+            outcome = "not_attempted"
+            row = {"host": host, "outcome": outcome, "before": None, "after": None, "target": None,
+                   "snapshot_id": None, "failed_step": None, "evidence": None}
+        counts[outcome] = counts.get(outcome, 0) + 1
+        rows.append(row)
+    bad = {"refused", "failed_unchanged", "rolled_back", "rollback_failed", "unknown"}
+    return {
+        "run": run or {},
+        "hosts": rows,
+        "counts": counts,
+        "ok": bool(rows) and not any(r["outcome"] in bad or r["outcome"] == "not_attempted" for r in rows),
+    }
+
+
+def upgrade_summary_line(row) -> str:
+    """One readable line of a run summary's host row."""
+    row = row or {}
+    text = f"{row.get('host')}: {str(row.get('outcome', 'unknown')).upper()}"
+    if row.get("after") and row.get("after") != row.get("before"):
+        text += f" {row.get('before')} -> {row.get('after')}"
+    elif row.get("before"):
+        text += f" at {row.get('before')}"
+    if row.get("snapshot_id"):
+        text += f", snapshot {row['snapshot_id']}"
+    if row.get("failed_step"):
+        text += f", failed step: {row['failed_step']}"
+    if row.get("evidence"):
+        text += f", evidence {row['evidence']}"
+    return text
+
+
+def upgrade_summary_lines(summary) -> list[str]:
+    """The run summary as lines: the run and its counts, then one line per host."""
+    summary = summary or {}
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted((summary.get("counts") or {}).items()))
+    head = f"run {(summary.get('run') or {}).get('id')}: {counts or 'no hosts'}"
+    return [head] + [upgrade_summary_line(row) for row in summary.get("hosts") or []]
+
+
+def product_discovery(info, product: str, package: str, packages=None, rest_url: str = "") -> dict:
+    """What a product's ``discover`` entry point found: the running version (from the product's API
+    result ``info``) and the installed package's version (from ``ansible_facts.packages``), with every
+    problem that makes the current version unknown, each saying what to fix."""
+    info = info if isinstance(info, dict) else {}
+    packages = packages if isinstance(packages, dict) else {}
+    api_ok = not info.get("failed") and not info.get("skipped")
+    version = str(info.get("version") or "") if api_ok else ""
+    installed = packages.get(package) or []
+    package_version = str(installed[0].get("version") or "") if installed and isinstance(installed[0], dict) else ""
+    problems = []
+    if not api_ok:
+        problems.append(f"the {product} API at {rest_url or '?'} did not answer: {info.get('msg', 'no result')} "
+                        "(check endpoint_rest_url, pacs_server_rest_user and pacs_server_rest_password, and that "
+                        "the service runs)")
+    elif not version:
+        problems.append(f"the {product} API at {rest_url or '?'} answered without a version: check that "
+                        "endpoint_rest_url points at the product's API")
+    if not package_version:
+        problems.append(f"package {package} is not installed on the host: check the host and pacs_server_product")
+    if version and package_version and upstream_version(package_version) != version:
+        problems.append(f"the running {product} reports {version} but the installed package is {package_version}: "
+                        "restart the service or find out which binary runs before upgrading")
+    return {"product": product, "version": version, "database_version": info.get("database_version") if api_ok
+            else None, "package": package, "package_version": package_version, "problems": problems}
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "upgrade_run_metadata": upgrade_run_metadata,
+            "upgrade_result_new": upgrade_result_new,
+            "upgrade_step_begin": upgrade_step_begin,
+            "upgrade_step_end": upgrade_step_end,
+            "upgrade_running_step": upgrade_running_step,
+            "upgrade_public": upgrade_public,
+            "upgrade_run_summary": upgrade_run_summary,
+            "product_discovery": product_discovery,
+            "upgrade_timing": upgrade_timing,
+            "upgrade_summary_line": upgrade_summary_line,
+            "upgrade_summary_lines": upgrade_summary_lines,
+            "upgrade_record_step": upgrade_record_step,
+            "failed_checks": failed_checks,
+        }

@@ -83,10 +83,7 @@ notes:
   - Breaking a stale lock and releasing one are serialised with an advisory lock (C(flock)) on the
     lock's directory, so two runs breaking the same stale lock do not take it both.
   - Lock files written by the earlier C(run_lock.py) script of the precheck role are read the same way.
-seealso:
-  - name: roles/precheck
-    description: The C(lock), C(unlock) entry points and check PRE-008 use this module.
-    link: https://example.invalid/clinical-upgrade/roles/precheck/README.md
+  - The precheck role's C(lock) and C(unlock) entry points and its check PRE-008 use this module.
 """
 
 EXAMPLES = r"""

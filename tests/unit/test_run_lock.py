@@ -422,3 +422,110 @@ def test_check_mode_new_info_and_release_write_nothing(lock):
     assert r["changed"] is True and r["released"] is True and r["held"] is False
     assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     assert leftovers(lock) == []
+
+
+# --------------------------------------------------------------------------- the precheck role's entry points
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE_PLAY = """\
+- name: The precheck role's lock, unlock and PRE-008 on this machine
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    precheck_lock_path: {lock}
+  tasks:
+    - name: PRE-008 without a lock
+      ansible.builtin.include_role: {{name: precheck, tasks_from: lock_check}}
+      vars: {{precheck_run_id: run-a}}
+    - name: Keep it
+      ansible.builtin.set_fact: {{free: "{{{{ __precheck_pre008 }}}}", free_fact: "{{{{ precheck_lock }}}}"}}
+    - name: Take the lock as run-a
+      ansible.builtin.include_role: {{name: precheck, tasks_from: lock}}
+      vars: {{precheck_run_id: run-a, precheck_run: {{id: run-a, user: alice}}}}
+    - name: PRE-008 as run-b
+      ansible.builtin.include_role: {{name: precheck, tasks_from: lock_check}}
+      vars: {{precheck_run_id: run-b}}
+    - name: Keep it
+      ansible.builtin.set_fact: {{other: "{{{{ __precheck_pre008 }}}}", other_fact: "{{{{ precheck_lock }}}}"}}
+    - name: PRE-008 as run-a
+      ansible.builtin.include_role: {{name: precheck, tasks_from: lock_check}}
+      vars: {{precheck_run_id: run-a}}
+    - name: Keep it
+      ansible.builtin.set_fact: {{own: "{{{{ __precheck_pre008 }}}}"}}
+    - name: Take the lock as run-b
+      block:
+        - name: Take it
+          ansible.builtin.include_role: {{name: precheck, tasks_from: lock}}
+          vars: {{precheck_run_id: run-b, precheck_run: {{id: run-b, user: bob}}}}
+      rescue:
+        - name: Keep the refusal
+          ansible.builtin.set_fact: {{refused: "{{{{ ansible_failed_result.msg }}}}"}}
+    - name: Release as run-b
+      ansible.builtin.include_role: {{name: precheck, tasks_from: unlock}}
+      vars: {{precheck_run_id: run-b}}
+    - name: Keep it
+      ansible.builtin.set_fact: {{release_other: "{{{{ __precheck_lock_release }}}}"}}
+    - name: Release as run-a
+      ansible.builtin.include_role: {{name: precheck, tasks_from: unlock}}
+      vars: {{precheck_run_id: run-a}}
+    - name: Write what happened
+      ansible.builtin.copy:
+        dest: {out}
+        content: "{{{{ {{'free': free, 'free_fact': free_fact, 'other': other, 'other_fact': other_fact, 'own': own,
+                    'refused': refused, 'release_other': release_other, 'release': __precheck_lock_release}}
+                    | to_json }}}}"
+        mode: "0600"
+"""
+
+
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+         "-e", f"ansible_python_interpreter={sys.executable}", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def test_the_precheck_role_takes_checks_and_releases_the_lock(lock, tmp_path):
+    play = tmp_path / "play.yml"
+    out = tmp_path / "out.json"
+    play.write_text(ROLE_PLAY.format(lock=lock, out=out))
+    proc = ansible_playbook(str(play))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["free"]["failed"] is False and got["free"]["msg"] == f"no other run holds {lock}"
+    assert got["free_fact"] == {"path": str(lock), "held": False, "holder": None}
+    assert got["other"]["failed"] is True
+    assert got["other"]["msg"].startswith(f"{lock} on localhost is held by run run-a of alice since ")
+    assert got["other"]["msg"].endswith(
+        "(0 minutes ago). Another upgrade is running: wait for it to finish. If it died, remove the lock file by hand "
+        "once you are sure, or wait until it is stale (240 minutes) and set precheck_break_stale_lock: true."
+    )
+    assert got["other_fact"]["held"] is True and got["other_fact"]["holder"]["run_id"] == "run-a"
+    assert got["own"]["failed"] is False and got["own"]["msg"] == "the lock is this run's own (run-a)"
+    assert got["refused"].startswith(f"lock {lock} is held by run run-a of alice (on ")
+    assert got["refused"].endswith(
+        "(In the precheck role: break_stale is precheck_break_stale_lock, stale_minutes is "
+        "precheck_lock_stale_minutes=240.)"
+    )
+    assert got["release_other"]["released"] is False and got["release_other"]["held"] is True
+    assert "WARNING" in proc.stdout + proc.stderr
+    assert f"lock {lock} belongs to run run-a, not to run-b: left in place" in proc.stdout + proc.stderr
+    assert got["release"]["released"] is True and got["release"]["changed"] is True
+    assert not lock.exists() and leftovers(lock) == []
+
+
+def test_the_precheck_role_in_check_mode_writes_nothing(lock, tmp_path):
+    play = tmp_path / "play.yml"
+    play.write_text(
+        "- name: Lock and unlock in check mode\n  hosts: localhost\n  connection: local\n  gather_facts: false\n"
+        f"  vars: {{precheck_lock_path: {lock}, precheck_run_id: run-c}}\n  tasks:\n"
+        "    - name: Take the lock\n      ansible.builtin.include_role: {name: precheck, tasks_from: lock}\n"
+        "    - name: Release it\n      ansible.builtin.include_role: {name: precheck, tasks_from: unlock}\n"
+    )
+    proc = ansible_playbook("--check", "-v", str(play))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"lock {lock} would be taken by run run-c (check mode" in proc.stdout
+    assert not lock.parent.exists()

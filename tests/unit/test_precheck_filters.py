@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -333,3 +336,56 @@ def test_precheck_record():
     assert precheck_record({"msg": "ok"}, "PRE-001", "os")["status"] == "passed"
     assert precheck_record({"skipped": True, "false_condition": "x"}, "PRE-003", "r")["message"] == "not run: x"
     assert precheck_record(None, "PRE-002", "m")["message"] == "the check did not run"
+
+
+# --------------------------------------------------------------------------- the role's tasks on this machine
+
+REPO = Path(__file__).resolve().parents[2]
+HOST_PLAY = """\
+- name: The precheck role's host checks on this machine
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars_files: [{repo}/inventories/lab/group_vars/all/catalogue.yml]
+  vars:
+    pacs_server_target_version: "1.12.7"
+    precheck_current_version: "1.10.1"
+    precheck_snapshot_paths: [{repo}/filter_plugins]
+    precheck_snapshot_dest: {dest}/
+    precheck_disk_margin_pct: 100000000
+  tasks:
+    - name: Read the OS and memory
+      ansible.builtin.setup:
+        gather_subset: ["!all", "!min", distribution, hardware]
+    - name: PRE-001 to PRE-004
+      ansible.builtin.include_role: {{name: precheck, tasks_from: host}}
+    - name: Write what happened
+      ansible.builtin.copy:
+        dest: {out}
+        content: "{{{{ {{'pre': [__precheck_pre001, __precheck_pre002, __precheck_pre003, __precheck_pre004],
+                    'disk': precheck_disk}} | to_json }}}}"
+        mode: "0600"
+"""
+
+
+def test_host_checks_run_on_this_machine_and_pre004_reads_the_mounts(tmp_path):
+    play = tmp_path / "play.yml"
+    out = tmp_path / "out.json"
+    play.write_text(HOST_PLAY.format(repo=REPO, dest=tmp_path / "backups", out=out))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+         "-e", f"ansible_python_interpreter={sys.executable}", str(play)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert all(isinstance(r.get("msg"), str) and r["msg"] for r in got["pre"]), "every check gave a message"
+    pre004, disk = got["pre"][3], got["disk"]
+    assert pre004["failed"] is True, "a margin of 100000000% cannot be met"
+    assert pre004["msg"].startswith("not enough free disk on localhost ")
+    assert "+ 100000000% margin, available " in pre004["msg"]
+    assert disk and all(isinstance(e["available_mb"], int) and e["available_mb"] > 0 for e in disk)
+    # the mount holding the snapshot directory (which does not exist yet) is a parent of it
+    holder = next(e for e in disk if any("snapshot" in w for w in e["what"]))
+    assert any(str(tmp_path).startswith(m.rstrip("/") + "/") or m == "/" for m in holder["mounts"])

@@ -1,18 +1,31 @@
 # -*- coding: utf-8 -*-
 # Copyright: clinical-upgrade contributors
 # Apache License 2.0
-"""Filters of the precheck role: turn the output of read-only probes into numbers.
+"""Filters of the precheck role: turn the output of read-only probes into numbers and problems.
 
+Each ``*_problems`` filter returns the list of problems of one check (empty when it passes), every
+message saying what is wrong and what to change; the role's assert joins them.
+
+- os_support_problems(facts, host, product, target_version, target_entry, current_version, current_entry):
+  PRE-001, the host's OS against the catalogue entries of the target and the installed version.
+- memory_problems(facts, host, product, target_version, target_entry): PRE-002.
+- reboot_problems(reboot_flag, reboot_pkgs, needrestart): PRE-003, from the registered results of
+  ``stat /run/reboot-required``, ``slurp /run/reboot-required.pkgs`` and ``needrestart -b -r l -k``.
 - du_total_mb(stdout): MB in the output of ``du -sk PATH...``.
 - apt_download_mb(stdout): MB apt would download, from ``apt-get install --print-uris -qq``.
-- disk_plan(df_stdout, needs, margin_pct): per filesystem, MB needed (with margin) and available,
-  from ``df -P -k`` of one path per need, in the order of needs.
+- disk_plan(mounts, needs, margin_pct): per filesystem, MB needed (with margin) and available, from
+  mount facts (``ansible_facts.mounts`` or ``mount_facts``' ``aggregate_mounts``/``mount_points``).
+- disk_problems(plan, host, product, target_version, target_entry, du): PRE-004.
 - precheck_record(result, check_id, title): one record of precheck_results from a registered assert.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import posixpath
+import re
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -39,42 +52,242 @@ def apt_download_mb(stdout) -> float:
     return round(total / 1048576.0, 1)
 
 
-def disk_plan(df_stdout, needs, margin_pct=20) -> list[dict]:
-    """Group needs by filesystem and compare with what df says is available.
+def _get(value, key, default=None):
+    """value[key] when value is a mapping that has it (Jinja's ``value.key | default(default)``)."""
+    if isinstance(value, dict) and key in value:
+        return value[key]
+    return default
 
-    needs: list of {path, what, mb}, in the same order as the paths given to df (one df data line
-    per path). Returns one dict per filesystem, the one with the least headroom first: mount,
-    device, what (list), needed_mb (margin included, rounded up), available_mb, ok, message.
+
+def _int(value) -> int:
+    """Jinja's ``| int``: a number, a numeric string, else 0."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return 0
+
+
+def _join(values, sep: str) -> str:
+    if isinstance(values, (list, tuple, str)):
+        return sep.join(str(v) for v in values)
+    return ""
+
+
+# --------------------------------------------------------------------------- PRE-001, PRE-002, PRE-003
+
+
+def os_support_problems(facts, host, product, target_version, target_entry, current_version="", current_entry=None):
+    """PRE-001: the OS is one the target version and the installed version support."""
+    facts = facts if isinstance(facts, dict) else {}
+    family = facts.get("os_family")
+    major = facts.get("distribution_major_version")
+    release = facts.get("distribution_release")
+    os_text = f"{family} {major} ({release})"
+    where = f"release_catalogue.{product}"
+    problems = []
+    if not target_entry:
+        problems.append(f"cannot check the OS: target {target_version} is not in {where} (see PRE-006)")
+
+    def unsupported(os_):
+        return family != _get(os_, "family", "") or str(major) not in _get(os_, "major_versions", [])
+
+    target_os = _get(target_entry, "os", {})
+    if target_entry and unsupported(target_os):
+        problems.append(
+            f"{host} runs {os_text} but {product} {target_version} supports {_get(target_os, 'family', '?')} "
+            f"{_join(_get(target_os, 'major_versions', []), '/')} ({where}['{target_version}'].os): "
+            "choose another pacs_server_target_version"
+        )
+    current_os = _get(current_entry, "os", {})
+    if current_entry and unsupported(current_os):
+        problems.append(
+            f"{host} runs {os_text} but the catalogue says the installed {product} {current_version} runs on "
+            f"{_get(current_os, 'family', '?')} {_join(_get(current_os, 'major_versions', []), '/')} "
+            f"({where}['{current_version}'].os): fix the catalogue entry or the host"
+        )
+    upgrade = _get(target_entry, "os_release_upgrade", {})
+    if upgrade and release not in [_get(upgrade, "from", ""), _get(upgrade, "to", "")]:
+        problems.append(
+            f"{product} {target_version} carries the release upgrade {_get(upgrade, 'from', '?')} -> "
+            f"{_get(upgrade, 'to', '?')} but {host} runs {release} ({where}['{target_version}'].os_release_upgrade)"
+        )
+    return problems
+
+
+def memory_problems(facts, host, product, target_version, target_entry):
+    """PRE-002: the host has the memory the target version needs."""
+    if not target_entry:
+        return [f"cannot check memory: target {target_version} is not in release_catalogue.{product} (see PRE-006)"]
+    memtotal = _get(facts, "memtotal_mb")
+    needed = _get(target_entry, "min_memory_mb")
+    if _int(memtotal) < _int(needed):
+        return [
+            f"{host} has {memtotal} MB of memory; {product} {target_version} needs {needed} MB "
+            f"(release_catalogue.{product}['{target_version}'].min_memory_mb): add memory to the host first"
+        ]
+    return []
+
+
+_KSTA = re.compile(r"NEEDRESTART-KSTA: *([0-9])")
+
+
+def reboot_problems(reboot_flag, reboot_pkgs=None, needrestart=None) -> list[str]:
+    """PRE-003: /run/reboot-required (with the packages that asked for it) and needrestart's kernel status.
+
+    Takes the registered results of the stat, slurp and needrestart tasks; skipped or failed ones count
+    as nothing found.
     """
-    lines = [ln for ln in str(df_stdout or "").splitlines() if ln.strip() and not ln.startswith("Filesystem")]
-    if not isinstance(needs, list) or len(lines) != len(needs):
-        raise AnsibleFilterError(
-            f"disk_plan: df printed {len(lines)} line(s) for {len(needs) if isinstance(needs, list) else '?'} path(s)"
-        )
-    plan: dict[str, dict] = {}
-    for line, need in zip(lines, needs, strict=True):
-        fields = line.split()
-        if len(fields) < 6 or not fields[3].isdigit():
-            raise AnsibleFilterError(f"disk_plan: cannot read df line {line!r}")
-        mount = " ".join(fields[5:])
-        entry = plan.setdefault(
-            mount,
-            {"mount": mount, "device": fields[0], "what": [], "raw_mb": 0.0, "available_mb": int(fields[3]) // 1024},
-        )
+    problems = []
+    if _get(_get(reboot_flag, "stat", {}), "exists", False):
+        try:
+            text = base64.b64decode(_get(reboot_pkgs, "content", "") or "").decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            text = ""
+        packages = ", ".join(dict.fromkeys(text.split()))
+        problems.append("/run/reboot-required exists" + (f" (packages: {packages})" if packages else ""))
+    found = _KSTA.findall(str(_get(needrestart, "stdout", "") or ""))
+    kernel_status = found[0] if found else "0"
+    if _int(kernel_status) in (2, 3):
+        problems.append(f"needrestart reports a newer kernel than the running one (NEEDRESTART-KSTA: {kernel_status})")
+    return problems
+
+
+# --------------------------------------------------------------------------- PRE-004
+
+
+def _normpath(path) -> str:
+    text = str(path or "")
+    if not text.startswith("/"):
+        return ""
+    return posixpath.normpath("/" + text.lstrip("/"))
+
+
+def _mount_table(mounts) -> list[dict]:
+    """The visible mounts: one per mount point, the last listed one (mounted over the others)."""
+    if isinstance(mounts, dict):
+        mounts = list(mounts.values())
+    if not isinstance(mounts, list):
+        return []
+    table: dict[str, dict] = {}
+    for mount in mounts:
+        if not isinstance(mount, dict):
+            continue  # setup reports "N/A" for a mount it could not read
+        point = _normpath(mount.get("mount"))
+        if point:
+            table.pop(point, None)
+            table[point] = mount
+    return [dict(m, _point=p) for p, m in table.items()]
+
+
+def _mount_of(path: str, table: list[dict]):
+    """The mount holding path: the longest mount point that is path or a parent of it."""
+    best = None
+    for mount in table:
+        point = mount["_point"]
+        if (point == "/" or path == point or path.startswith(point + "/")) and (
+            best is None or len(point) > len(best["_point"])
+        ):
+            best = mount
+    return best
+
+
+def disk_plan(mounts, needs, margin_pct=20) -> list[dict]:
+    """Group needs by filesystem and compare with the free space the mount facts report.
+
+    mounts: ``ansible_facts.mounts``, or ``aggregate_mounts``/``mount_points`` of ansible.builtin.mount_facts
+    (entries with mount, device, size_available in bytes). needs: list of {path, what, mb}. The mount of a
+    path is the longest mount point that is the path or a parent of it (symbolic links are not followed).
+    Mounts of the same block device (bind mounts, btrfs subvolumes) share their free space and are one
+    filesystem; pseudo devices (overlay, tmpfs) are one filesystem per mount point.
+
+    Returns one dict per filesystem, unknown free space and then the least headroom first: mount,
+    mounts, device, what (list), needed_mb (margin included, rounded up), available_mb (None when the
+    facts do not say), ok, message.
+    """
+    if not isinstance(needs, list) or not all(isinstance(n, dict) for n in needs):
+        raise AnsibleFilterError("disk_plan: needs must be a list of {path, what, mb}")
+    table = _mount_table(mounts)
+    plan: dict[tuple, dict] = {}
+    for need in needs:
+        path = _normpath(need.get("path"))
+        mount = _mount_of(path, table) if path else None
+        if mount is None:
+            entry = plan.setdefault(
+                ("none", path),
+                {"mount": None, "mounts": [], "device": None, "what": [], "raw_mb": 0.0, "available_mb": None,
+                 "_unknown": f"no mount in the mount facts holds {need.get('path')}"},
+            )
+        else:
+            device = mount.get("device")
+            real_device = isinstance(device, str) and device.startswith("/")
+            key = ("device", device) if real_device else ("mount", mount["_point"])
+            size = mount.get("size_available")
+            known = isinstance(size, (int, float)) and not isinstance(size, bool)
+            entry = plan.setdefault(
+                key,
+                {"mount": mount.get("mount"), "mounts": [], "device": device, "what": [], "raw_mb": 0.0,
+                 "available_mb": int(size) // 1048576 if known else None, "_unknown": None},
+            )
+            if not known:
+                note = mount.get("note")
+                entry["_unknown"] = (
+                    f"{mount.get('mount')} ({device}): the mount facts have no size_available"
+                    + (f" ({note})" if note else "")
+                )
+            elif entry["available_mb"] is not None:
+                entry["available_mb"] = min(entry["available_mb"], int(size) // 1048576)
+            if mount.get("mount") not in entry["mounts"]:
+                entry["mounts"].append(mount.get("mount"))
         entry["what"].append(f"{need.get('what')} ({need.get('path')}: {need.get('mb')} MB)")
         entry["raw_mb"] += float(need.get("mb") or 0)
     out = []
     for entry in plan.values():
         needed = int(math.ceil(entry.pop("raw_mb") * (1 + float(margin_pct) / 100.0)))
+        unknown = entry.pop("_unknown")
         entry["needed_mb"] = needed
-        entry["ok"] = entry["available_mb"] >= needed
-        entry["message"] = (
-            f"{entry['mount']} ({entry['device']}): needed {needed} MB for {' + '.join(entry['what'])} "
-            f"+ {margin_pct}% margin, available {entry['available_mb']} MB"
-        )
+        if unknown or entry["available_mb"] is None:
+            entry["available_mb"] = None
+            entry["ok"] = False
+            entry["message"] = f"{unknown}; needed {needed} MB for {' + '.join(entry['what'])} + {margin_pct}% margin"
+        else:
+            entry["ok"] = entry["available_mb"] >= needed
+            entry["message"] = (
+                f"{', '.join(entry['mounts'])} ({entry['device']}): needed {needed} MB for {' + '.join(entry['what'])} "
+                f"+ {margin_pct}% margin, available {entry['available_mb']} MB"
+            )
         out.append(entry)
-    # Tightest filesystem (least headroom) first.
-    return sorted(out, key=lambda e: e["available_mb"] - e["needed_mb"])
+    # Unknown free space first, then the tightest filesystem (least headroom).
+    return sorted(
+        out, key=lambda e: (e["available_mb"] is not None, (e["available_mb"] or 0) - e["needed_mb"])
+    )
+
+
+def disk_problems(plan, host, product, target_version, target_entry, du=None) -> list[str]:
+    """PRE-004: du failed, free space unknown, packages not catalogued, not enough free disk."""
+    problems = []
+    if isinstance(du, dict) and not du.get("skipped") and _int(du.get("rc", 0)) != 0:
+        problems.append(
+            f"cannot measure the snapshot data: du failed: {str(du.get('stderr') or '').strip()} "
+            "(check precheck_snapshot_paths)"
+        )
+    plan = plan if isinstance(plan, list) else []
+    for entry in plan:
+        if entry.get("available_mb") is None:
+            problems.append(
+                f"cannot read the free space: {entry.get('message')} "
+                "(check precheck_snapshot_dest and precheck_package_cache_path)"
+            )
+    if not target_entry:
+        problems.append(
+            f"cannot size the packages: target {target_version} is not in release_catalogue.{product} (see PRE-006)"
+        )
+    for entry in plan:
+        if entry.get("available_mb") is not None and not entry.get("ok"):
+            problems.append(f"not enough free disk on {host} {entry.get('message')}")
+    return problems
 
 
 def precheck_record(result, check_id: str, title: str) -> dict:
@@ -98,5 +311,9 @@ class FilterModule:
             "du_total_mb": du_total_mb,
             "apt_download_mb": apt_download_mb,
             "disk_plan": disk_plan,
+            "disk_problems": disk_problems,
+            "os_support_problems": os_support_problems,
+            "memory_problems": memory_problems,
+            "reboot_problems": reboot_problems,
             "precheck_record": precheck_record,
         }

@@ -348,7 +348,8 @@ HOST_PLAY = """\
   gather_facts: false
   vars_files: [{repo}/inventories/lab/group_vars/all/catalogue.yml]
   vars:
-    pacs_server_target_version: "1.12.7"
+    precheck_product: orthanc
+    precheck_target_version: "1.12.7"
     precheck_current_version: "1.10.1"
     precheck_snapshot_paths: [{repo}/filter_plugins]
     precheck_snapshot_dest: {dest}/

@@ -221,7 +221,7 @@ def upgrade_record_step(result, step: str, value) -> dict:
     ``rollback_verification``. Other steps keep their value in the step record's details only.
     """
     out = _check_result(result)
-    if value is None:
+    if value is None or value == "":  # "" is what the vars lookup gives for a fact the step did not set
         return out
     if step == "snapshot":
         out["snapshot"] = value

@@ -102,6 +102,7 @@ def test_step_results_land_where_the_evidence_keeps_them():
     assert result["verification"][0]["check"] == "a" and result["snapshot_reverted"]["verified"] is True
     assert failed_checks(result["rollback_verification"]) == [{"check": "a", "status": "failed"}]
     assert upgrade_record_step(result, "switch", None) == result
+    assert upgrade_record_step(result, "switch", "") == result
 
 
 def test_timings_measure_from_the_recorded_starts():

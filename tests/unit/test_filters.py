@@ -112,7 +112,8 @@ CANARY_FIND = {"count": 2, "identifiers": [{"SOPInstanceUID": "1.2.3.1"}, {"SOPI
 
 
 def test_pacs_baseline_records_counts_and_the_first_study_as_canary():
-    out = pacs_baseline({"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": CANARY_FIND}, host="pacs1",
+    found = {"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": CANARY_FIND}
+    out = pacs_baseline(found, host="pacs1",
                         recorded="2026-12-01T00:00:00Z")
     assert out["problems"] == []
     base = out["baseline"]
@@ -143,7 +144,8 @@ def test_pacs_baseline_refuses_an_unknown_or_too_large_canary():
                             canary_study_uid="9.9.9")
     assert missing["problems"] == ['dicom_verify_canary_study_uid 9.9.9 is not on the PACS: set it to a study that '
                                    'exists, or to "" for the first one']
-    big = pacs_baseline({"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": dict(CANARY_FIND, truncated=True)},
+    truncated = {"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": dict(CANARY_FIND, truncated=True)}
+    big = pacs_baseline(truncated,
                         canary_max_instances=2)
     assert "more than 2 instances: raise dicom_verify_canary_max_instances" in big["problems"][0]
 

@@ -172,145 +172,27 @@ running_jobs:
   sample: 0
 """
 
-import json
-import socket
-import ssl
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.orthanc_rest import (
+    OrthancError,
+    build_client,
+    display_url,
+    rest_argument_spec,
+)
 
 ACTIVE_JOB_STATES = ("Pending", "Running", "Paused", "Retry")
 
 
-class PacsInfoError(Exception):
+class PacsInfoError(OrthancError):
     pass
 
 
 def argument_spec():
-    return {
-        "url": {"type": "str", "default": "http://localhost:8042"},
-        "username": {"type": "str"},
-        "password": {"type": "str", "no_log": True},
-        "validate_certs": {"type": "bool", "default": True},
-        "timeout": {"type": "float", "default": 10.0},
-        "include_jobs": {"type": "bool", "default": True},
-    }
-
-
-def normalise_url(url):
-    """Validate the base URL; return it without a trailing slash. Raises PacsInfoError."""
-    if not isinstance(url, str) or not url.strip():
-        raise PacsInfoError("url must be the Orthanc base URL, for example http://pacs1:8042")
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise PacsInfoError(f"url {url!r} is not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise PacsInfoError(f"url must start with http:// or https://, got {url!r}")
-    if not parts.hostname:
-        raise PacsInfoError(f"url {url!r} has no host name")
-    if parts.username or parts.password:
-        raise PacsInfoError("put credentials in username and password, not in url")
-    if parts.query or parts.fragment:
-        raise PacsInfoError(f"url must be the API base URL without query or fragment, got {url!r}")
-    if port is not None and not 1 <= port <= 65535:
-        raise PacsInfoError("url port must be 1 to 65535")
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-
-
-class OrthancClient:
-    def __init__(self, url, username=None, password=None, validate_certs=True, timeout=10.0):
-        self.url = url
-        self.username = username
-        self.password = password
-        self.validate_certs = validate_certs
-        self.timeout = timeout
-
-    def get(self, path):
-        full = self.url + path
-        kwargs = {
-            "method": "GET",
-            "headers": {"Accept": "application/json"},
-            "validate_certs": self.validate_certs,
-            "timeout": self.timeout,
-            "follow_redirects": "safe",
-        }
-        if self.username is not None:
-            kwargs.update(url_username=self.username, url_password=self.password or "", force_basic_auth=True)
-        try:
-            resp = open_url(full, **kwargs)
-            body = resp.read()
-        except HTTPError as exc:
-            if exc.code == 401:
-                if self.username is None:
-                    raise PacsInfoError(
-                        f"{full} answered 401 Unauthorized: the server requires authentication; set username and "
-                        "password (Orthanc RegisteredUsers)"
-                    ) from None
-                raise PacsInfoError(
-                    f"{full} answered 401 Unauthorized: wrong credentials; "
-                    f"check username ({self.username!r}) and password"
-                ) from None
-            if exc.code == 403:
-                raise PacsInfoError(
-                    f"{full} answered 403 Forbidden: user {self.username!r} may not read this resource"
-                ) from None
-            if exc.code == 404:
-                raise PacsInfoError(
-                    f"{full} answered 404 Not Found: this is not an Orthanc REST API (check url and its path prefix)"
-                ) from None
-            raise PacsInfoError(f"{full} answered HTTP {exc.code} {exc.reason}") from None
-        except URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ConnectionRefusedError):
-                raise PacsInfoError(
-                    f"connection refused by {self.url}: nothing listens there; check url (host and port) and that "
-                    "Orthanc is running"
-                ) from None
-            if isinstance(reason, (socket.timeout, TimeoutError)):
-                raise PacsInfoError(f"no answer from {self.url} within {self.timeout} s (timeout)") from None
-            if isinstance(reason, ssl.SSLError):
-                raise PacsInfoError(
-                    f"TLS error talking to {self.url}: {reason} (for a lab certificate set validate_certs: false)"
-                ) from None
-            if isinstance(reason, socket.gaierror):
-                raise PacsInfoError(f"cannot resolve the host in url {self.url}: {reason}") from None
-            raise PacsInfoError(f"cannot reach {self.url}: {reason}") from None
-        except TimeoutError:
-            raise PacsInfoError(f"no answer from {self.url} within {self.timeout} s (timeout)") from None
-        except ssl.SSLError as exc:
-            raise PacsInfoError(
-                f"TLS error talking to {self.url}: {exc} (for a lab certificate set validate_certs: false)"
-            ) from None
-        except ConnectionError as exc:
-            raise PacsInfoError(f"connection to {self.url} failed: {exc}") from None
-        except OSError as exc:
-            raise PacsInfoError(f"cannot reach {self.url}: {exc}") from None
-        except Exception as exc:  # http.client errors (BadStatusLine, ...) on non-HTTP peers
-            raise PacsInfoError(
-                f"{full} did not answer like an HTTP server ({type(exc).__name__}): "
-                "is url pointing at Orthanc's HTTP port?"
-            ) from None
-        try:
-            return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise PacsInfoError(
-                f"{full} did not answer with JSON: this is not an Orthanc REST API (check url)"
-            ) from None
-
-
-def build_client(params):
-    """The one seam for the HTTP client."""
-    return OrthancClient(
-        normalise_url(params["url"]),
-        params.get("username"),
-        params.get("password"),
-        params.get("validate_certs", True),
-        params.get("timeout", 10.0),
-    )
+    spec = rest_argument_spec()
+    spec["include_jobs"] = {"type": "bool", "default": True}
+    return spec
 
 
 def _int(value):
@@ -323,12 +205,12 @@ def _int(value):
 def gather(client, include_jobs=True):
     system = client.get("/system")
     if not isinstance(system, dict) or "Version" not in system or "DatabaseVersion" not in system:
-        raise PacsInfoError(
+        raise OrthancError(
             f"{client.url}/system answered, but not like Orthanc (no Version and DatabaseVersion): check url"
         )
     stats = client.get("/statistics")
     if not isinstance(stats, dict) or "CountInstances" not in stats:
-        raise PacsInfoError(f"{client.url}/statistics answered, but not like Orthanc (no CountInstances)")
+        raise OrthancError(f"{client.url}/statistics answered, but not like Orthanc (no CountInstances)")
     result = {
         "version": str(system.get("Version")),
         "database_version": _int(system.get("DatabaseVersion")),
@@ -348,7 +230,7 @@ def gather(client, include_jobs=True):
     if include_jobs:
         jobs = client.get("/jobs?expand")
         if not isinstance(jobs, list):
-            raise PacsInfoError(f"{client.url}/jobs?expand answered, but not with a list of jobs")
+            raise OrthancError(f"{client.url}/jobs?expand answered, but not with a list of jobs")
         active = []
         for job in jobs:
             if not isinstance(job, dict) or job.get("State") not in ACTIVE_JOB_STATES:
@@ -365,19 +247,6 @@ def gather(client, include_jobs=True):
         result["pending_jobs"] = sum(1 for j in active if j["state"] == "Pending")
         result["running_jobs"] = sum(1 for j in active if j["state"] == "Running")
     return result
-
-
-def display_url(url):
-    """The url for results and messages, with any userinfo masked."""
-    if not isinstance(url, str):
-        return ""
-    try:
-        parts = urlsplit(url)
-        if "@" in parts.netloc:
-            return urlunsplit((parts.scheme, "***@" + parts.netloc.rsplit("@", 1)[1], parts.path, "", ""))
-    except ValueError:
-        return "***" if "@" in url else url
-    return url
 
 
 def run_module(module):
@@ -398,7 +267,7 @@ def run_module(module):
         client = build_client(params)
         result["url"] = client.url
         result.update(gather(client, params["include_jobs"]))
-    except PacsInfoError as exc:
+    except OrthancError as exc:
         module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
 

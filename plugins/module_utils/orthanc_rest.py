@@ -1,0 +1,185 @@
+# -*- coding: utf-8 -*-
+# Copyright: clinical-upgrade contributors
+# Apache License 2.0
+"""The Orthanc REST client shared by the project's modules (pacs_info, pacs_archive).
+
+* ``normalise_url(url)`` -- validate a base URL, no trailing slash; ``display_url(url)`` masks userinfo.
+* ``OrthancClient(url, username, password, validate_certs, timeout)`` -- ``get`` (JSON), ``get_bytes``,
+  ``post`` (JSON answer), ``delete``; every failure is an ``OrthancError`` whose message says what to fix
+  (wrong credentials, refused connection, timeout, TLS, not an Orthanc API).
+* ``build_client(params)`` -- the one seam for the client, from the modules' common options.
+
+Uses Ansible's ``open_url``: no extra Python library.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit, urlunsplit
+
+from ansible.module_utils.urls import open_url
+
+
+def rest_argument_spec():
+    """The connection options of the Orthanc REST modules."""
+    return {
+        "url": {"type": "str", "default": "http://localhost:8042"},
+        "username": {"type": "str"},
+        "password": {"type": "str", "no_log": True},
+        "validate_certs": {"type": "bool", "default": True},
+        "timeout": {"type": "float", "default": 10.0},
+    }
+
+
+class OrthancError(Exception):
+    pass
+
+
+def normalise_url(url):
+    """Validate the base URL; return it without a trailing slash. Raises OrthancError."""
+    if not isinstance(url, str) or not url.strip():
+        raise OrthancError("url must be the Orthanc base URL, for example http://pacs1:8042")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise OrthancError(f"url {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise OrthancError(f"url must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise OrthancError(f"url {url!r} has no host name")
+    if parts.username or parts.password:
+        raise OrthancError("put credentials in username and password, not in url")
+    if parts.query or parts.fragment:
+        raise OrthancError(f"url must be the API base URL without query or fragment, got {url!r}")
+    if port is not None and not 1 <= port <= 65535:
+        raise OrthancError("url port must be 1 to 65535")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+class OrthancClient:
+    def __init__(self, url, username=None, password=None, validate_certs=True, timeout=10.0):
+        self.url = url
+        self.username = username
+        self.password = password
+        self.validate_certs = validate_certs
+        self.timeout = timeout
+
+    def request(self, method, path, body=None, accept="application/json"):
+        """The answer's body (bytes) to METHOD on PATH; OrthancError on any failure."""
+        full = self.url + path
+        kwargs = {
+            "method": method,
+            "headers": {"Accept": accept},
+            "data": body,
+            "validate_certs": self.validate_certs,
+            "timeout": self.timeout,
+            "follow_redirects": "safe",
+        }
+        if self.username is not None:
+            kwargs.update(url_username=self.username, url_password=self.password or "", force_basic_auth=True)
+        try:
+            resp = open_url(full, **kwargs)
+            body = resp.read()
+        except HTTPError as exc:
+            if exc.code == 401:
+                if self.username is None:
+                    raise OrthancError(
+                        f"{full} answered 401 Unauthorized: the server requires authentication; set username and "
+                        "password (Orthanc RegisteredUsers)"
+                    ) from None
+                raise OrthancError(
+                    f"{full} answered 401 Unauthorized: wrong credentials; "
+                    f"check username ({self.username!r}) and password"
+                ) from None
+            if exc.code == 403:
+                raise OrthancError(
+                    f"{full} answered 403 Forbidden: user {self.username!r} may not read this resource"
+                ) from None
+            if exc.code == 404:
+                raise OrthancError(
+                    f"{full} answered 404 Not Found: no such resource, or this is not an Orthanc REST API (check url "
+                    "and its path prefix)"
+                ) from None
+            raise OrthancError(f"{full} answered HTTP {exc.code} {exc.reason}") from None
+        except URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, ConnectionRefusedError):
+                raise OrthancError(
+                    f"connection refused by {self.url}: nothing listens there; check url (host and port) and that "
+                    "Orthanc is running"
+                ) from None
+            if isinstance(reason, (socket.timeout, TimeoutError)):
+                raise OrthancError(f"no answer from {self.url} within {self.timeout} s (timeout)") from None
+            if isinstance(reason, ssl.SSLError):
+                raise OrthancError(
+                    f"TLS error talking to {self.url}: {reason} (for a lab certificate set validate_certs: false)"
+                ) from None
+            if isinstance(reason, socket.gaierror):
+                raise OrthancError(f"cannot resolve the host in url {self.url}: {reason}") from None
+            raise OrthancError(f"cannot reach {self.url}: {reason}") from None
+        except TimeoutError:
+            raise OrthancError(f"no answer from {self.url} within {self.timeout} s (timeout)") from None
+        except ssl.SSLError as exc:
+            raise OrthancError(
+                f"TLS error talking to {self.url}: {exc} (for a lab certificate set validate_certs: false)"
+            ) from None
+        except ConnectionError as exc:
+            raise OrthancError(f"connection to {self.url} failed: {exc}") from None
+        except OSError as exc:
+            raise OrthancError(f"cannot reach {self.url}: {exc}") from None
+        except Exception as exc:  # http.client errors (BadStatusLine, ...) on non-HTTP peers
+            raise OrthancError(
+                f"{full} did not answer like an HTTP server ({type(exc).__name__}): "
+                "is url pointing at Orthanc's HTTP port?"
+            ) from None
+        return body
+
+    def get(self, path):
+        return self._json(self.url + path, self.request("GET", path))
+
+    def post(self, path, body):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self._json(self.url + path, self.request("POST", path, data))
+
+    def get_bytes(self, path):
+        return self.request("GET", path, accept="*/*")
+
+    def delete(self, path):
+        self.request("DELETE", path)
+
+    @staticmethod
+    def _json(full, body):
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise OrthancError(
+                f"{full} did not answer with JSON: this is not an Orthanc REST API (check url)"
+            ) from None
+
+
+def build_client(params):
+    """The one seam for the HTTP client."""
+    return OrthancClient(
+        normalise_url(params["url"]),
+        params.get("username"),
+        params.get("password"),
+        params.get("validate_certs", True),
+        params.get("timeout", 10.0),
+    )
+
+
+def display_url(url):
+    """The url for results and messages, with any userinfo masked."""
+    if not isinstance(url, str):
+        return ""
+    try:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
+            return urlunsplit((parts.scheme, "***@" + parts.netloc.rsplit("@", 1)[1], parts.path, "", ""))
+    except ValueError:
+        return "***" if "@" in url else url
+    return url

@@ -114,10 +114,19 @@ class OrthancPeer:
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory) -> OrthancPeer:
     """Session-scoped Orthanc (``/usr/sbin/Orthanc``) with a temp config; see OrthancPeer."""
+    yield from _orthanc_peer(tmp_path_factory.mktemp("orthanc"))
+
+
+@pytest.fixture
+def empty_orthanc(tmp_path_factory) -> OrthancPeer:
+    """A second Orthanc of its own, empty, for one test (a PACS restored from a snapshot, a migration target)."""
+    yield from _orthanc_peer(tmp_path_factory.mktemp("orthanc-empty"))
+
+
+def _orthanc_peer(base: Path):
     binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not os.path.exists(binary):
         pytest.fail("Orthanc is not installed: run `make deps` (apt-get install orthanc)")
-    base = tmp_path_factory.mktemp("orthanc")
     storage = base / "db"
     storage.mkdir()
     dicom_port, http_port, move_port = free_port(), free_port(), free_port()
@@ -152,6 +161,8 @@ def orthanc(tmp_path_factory) -> OrthancPeer:
         },
         "SaveJobs": False,
         "StableAge": 1,
+        # Reads go to the disk, not Orthanc's storage cache: a read-back test must see the stored bytes.
+        "MaximumStorageCacheSize": 0,
     }
     cfg_dir = base / "config"
     cfg_dir.mkdir()

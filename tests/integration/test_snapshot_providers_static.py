@@ -64,6 +64,68 @@ def seed_record(registry: Path, host: str, record: dict) -> None:
 
 # ----------------------------------------------------------------------------- argument specs
 
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "snapshot"
+COMMON_OPTIONS = ["snapshot_provider", "snapshot_registry_dir", "snapshot_host_registry_dir", "snapshot_dry_run"]
+PROVIDER_OPTIONS = [
+    "snapshot_files_paths", "snapshot_files_services", "snapshot_files_dir", "snapshot_files_reserve_bytes",
+    "snapshot_files_report_max",
+    "snapshot_podman_container", "snapshot_podman_containers_conf", "snapshot_podman_image_repository",
+    "snapshot_podman_export_dir", "snapshot_podman_boot_timeout",
+    "snapshot_lvm_vg", "snapshot_lvm_lvs", "snapshot_lvm_size", "snapshot_lvm_allow_boot_lv",
+    "snapshot_vmware_hostname", "snapshot_vmware_username", "snapshot_vmware_password", "snapshot_vmware_validate_certs",
+    "snapshot_vmware_datacenter", "snapshot_vmware_folder", "snapshot_vmware_vm_name", "snapshot_vmware_quiesce",
+    "snapshot_vmware_memory_dump",
+    "snapshot_proxmox_api_host", "snapshot_proxmox_api_user", "snapshot_proxmox_api_password",
+    "snapshot_proxmox_api_token_id", "snapshot_proxmox_api_token_secret", "snapshot_proxmox_validate_certs",
+    "snapshot_proxmox_vmid", "snapshot_proxmox_guest_type", "snapshot_proxmox_vmstate", "snapshot_proxmox_timeout",
+]
+CREATE_OPTIONS = [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_name", "snapshot_description",
+                  "snapshot_async_timeout", "snapshot_async_poll"]
+EXPECTED_OPTIONS = {
+    "main": CREATE_OPTIONS,
+    "create": CREATE_OPTIONS,
+    "revert": [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_id", "snapshot_verify_on_revert", "snapshot_allow_reboot",
+               "snapshot_reboot_timeout"],
+    "remove": [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_id", "snapshot_keep"],
+    "list": ["snapshot_provider", "snapshot_registry_dir", "snapshot_host_registry_dir"],
+}
+
+
+def argument_specs() -> dict:
+    """The specs as Ansible reads them (its YAML loader resolves the anchors and merge keys)."""
+    from ansible.parsing.yaml.loader import AnsibleLoader
+
+    text = (ROLE / "meta" / "argument_specs.yml").read_text()
+    return json.loads(json.dumps(AnsibleLoader(text).get_single_data()["argument_specs"]))
+
+
+def test_argument_specs_give_every_entry_point_exactly_its_options():
+    specs = argument_specs()
+    assert sorted(specs) == sorted(ENTRY_POINTS)
+    for entry, expected in EXPECTED_OPTIONS.items():
+        assert sorted(specs[entry]["options"]) == sorted(expected), entry
+    # a shared option reads the same in every entry point that takes it
+    for name in {n for entry in specs.values() for n in entry["options"]} - {"snapshot_provider"}:
+        variants = [entry["options"][name] for entry in specs.values() if name in entry["options"]]
+        assert all(v == variants[0] for v in variants), name
+    assert all(specs[e]["options"]["snapshot_provider"]["required"] is True for e in ENTRY_POINTS if e != "list")
+    assert "required" not in specs["list"]["options"]["snapshot_provider"]
+    for secret in ["snapshot_vmware_password", "snapshot_proxmox_api_password", "snapshot_proxmox_api_token_secret"]:
+        assert specs["revert"]["options"][secret]["no_log"] is True
+
+
+def test_argument_specs_and_defaults_name_the_same_public_variables():
+    import yaml
+
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    options = {n for entry in argument_specs().values() for n in entry["options"]}
+    assert set(defaults) == options - {"snapshot_provider"}
+    for entry in argument_specs().values():
+        for name, spec in entry["options"].items():
+            if "default" in spec:
+                assert spec["default"] == defaults[name], name
+
+
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_argument_spec_rejects_unknown_provider(entry, run_playbook):

@@ -72,8 +72,9 @@ PROVIDER_OPTIONS = [
     "snapshot_podman_container", "snapshot_podman_containers_conf", "snapshot_podman_image_repository",
     "snapshot_podman_export_dir", "snapshot_podman_boot_timeout",
     "snapshot_lvm_vg", "snapshot_lvm_lvs", "snapshot_lvm_size", "snapshot_lvm_allow_boot_lv",
-    "snapshot_vmware_hostname", "snapshot_vmware_username", "snapshot_vmware_password", "snapshot_vmware_validate_certs",
-    "snapshot_vmware_datacenter", "snapshot_vmware_folder", "snapshot_vmware_vm_name", "snapshot_vmware_quiesce",
+    "snapshot_vmware_hostname", "snapshot_vmware_username", "snapshot_vmware_password",
+    "snapshot_vmware_validate_certs", "snapshot_vmware_datacenter", "snapshot_vmware_folder", "snapshot_vmware_vm_name",
+    "snapshot_vmware_quiesce",
     "snapshot_vmware_memory_dump",
     "snapshot_proxmox_api_host", "snapshot_proxmox_api_user", "snapshot_proxmox_api_password",
     "snapshot_proxmox_api_token_id", "snapshot_proxmox_api_token_secret", "snapshot_proxmox_validate_certs",
@@ -376,3 +377,31 @@ def test_lvm_revert_and_remove_of_a_recorded_snapshot(loop_vg, run_playbook):
     assert call == {"module": "community.general.lvol",
                     "args": {"vg": loop_vg, "lv": "pre.data", "state": "absent", "force": True}}
     assert_valid_module_args(call["module"], call["args"])
+
+
+# ----------------------------------------------------------------------------- module_defaults
+
+
+@pytest.mark.parametrize(("hv", "action", "module", "expected"), [
+    ({**VMWARE, "snapshot_vmware_hostname": "127.0.0.1"}, "create", "vmware_guest_snapshot",
+     {"hostname": "127.0.0.1", "username": "svc-upgrade@vsphere.local", "validate_certs": True,
+      "datacenter": "DC1", "folder": "/DC1/vm/pacs", "snapshot_name": "cu-pre", "state": "present"}),
+    ({**PROXMOX, "snapshot_proxmox_api_host": "127.0.0.1"}, "create", "proxmox_snap",
+     {"api_host": "127.0.0.1", "api_user": "upgrade@pve", "api_token_id": "cu", "validate_certs": True,
+      "vmid": "101", "snapname": "cu-pre", "state": "present"}),
+])
+def test_real_calls_get_the_connection_from_module_defaults(hv, action, module, expected, run_playbook):
+    """Without a hypervisor here, the real call fails to connect; the arguments the module received (its
+    invocation) show the connection and credentials came from the action group's module_defaults."""
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": action, "snapshot_name": "cu-pre"},
+                           verbosity=3)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "S3cret" not in out
+    start = out.index('"invocation"', out.index(f"{module}"))
+    invocation = json.JSONDecoder().raw_decode(out[out.index("{", start):])[0]
+    args = invocation["module_args"]
+    for key, value in expected.items():
+        assert args[key] == value, key
+    secret = "password" if module.startswith("vmware") else "api_token_secret"
+    assert args[secret] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"

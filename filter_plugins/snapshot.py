@@ -14,6 +14,9 @@ Pure functions of what the probes returned; tests in tests/unit/test_snapshot_fi
   whether its origin is open (the merge then needs a reboot).
 - snapshot_lvm_merge_commands(merge, vg): the revert's commands, with ``reboot`` when one is needed.
 - snapshot_paths_overlap(paths, directory): the paths that contain or lie inside ``directory``.
+- snapshot_podman_settings(inspect): from one ``podman container inspect`` entry (as
+  containers.podman.podman_container_info returns it), what recreating the container takes: settings
+  named as containers.podman.podman_container's options, named volumes, running, image id.
 - snapshot_podman_volumes(stat_results, export_dir): the recorded volume exports with their checksums.
 - snapshot_podman_bad_exports(stat_results): exports that are missing or changed since the record.
 - snapshot_records(controller, host, hostname, now): one list of a host's records, the controller's
@@ -147,6 +150,63 @@ def snapshot_paths_overlap(paths, directory) -> list:
     return out
 
 
+# Environment entries podman sets itself on every start; carrying them over would pin stale values.
+PODMAN_RUNTIME_ENV = ("HOSTNAME", "container", "container_uuid", "HOME", "TERM")
+
+
+def snapshot_podman_settings(inspect) -> dict:
+    """Recreate settings of a container from its inspect data: {settings, volumes, running, image_id}."""
+    if not isinstance(inspect, dict) or not inspect:
+        raise AnsibleFilterError("snapshot_podman_settings needs one container's podman inspect data")
+    config = inspect.get("Config") or {}
+    host = inspect.get("HostConfig") or {}
+    publish = []
+    for container_port, bindings in sorted((host.get("PortBindings") or {}).items()):
+        for binding in bindings or []:
+            prefix = f"{binding['HostIp']}:" if binding.get("HostIp") else ""
+            publish.append(f"{prefix}{binding.get('HostPort', '')}:{container_port}")
+    volume, volumes = [], []
+    for mount in inspect.get("Mounts") or []:
+        mode = "rw" if mount.get("RW", True) else "ro"
+        if mount.get("Type") == "volume":
+            volume.append(f"{mount['Name']}:{mount['Destination']}:{mode}")
+            volumes.append({"name": mount["Name"], "destination": mount["Destination"]})
+        elif mount.get("Type") == "bind":
+            volume.append(f"{mount['Source']}:{mount['Destination']}:{mode}")
+    env = {}
+    for item in config.get("Env") or []:
+        key, _, value = item.partition("=")
+        if key not in PODMAN_RUNTIME_ENV:
+            env[key] = value
+    networks = sorted((inspect.get("NetworkSettings") or {}).get("Networks") or {})
+    entrypoint = config.get("Entrypoint")
+    if not isinstance(entrypoint, list):
+        entrypoint = [entrypoint] if entrypoint else []
+    settings = {
+        "name": inspect.get("Name"),
+        "image": inspect.get("ImageName") or config.get("Image"),
+        "command": list(config.get("Cmd") or []),
+        "entrypoint": list(entrypoint),
+        "hostname": config.get("Hostname"),
+        "publish": publish,
+        "volume": volume,
+        "label": dict(config.get("Labels") or {}),
+        "env": env,
+        "systemd": "always" if config.get("SystemdMode") else "false",
+        "privileged": bool(host.get("Privileged")),
+        "cap_add": list(host.get("CapAdd") or []),
+        "network": networks if networks and networks != ["podman"] else [],
+        "user": config.get("User") or "",
+        "workdir": config.get("WorkingDir") or "/",
+    }
+    return {
+        "settings": settings,
+        "volumes": volumes,
+        "running": bool((inspect.get("State") or {}).get("Running")),
+        "image_id": inspect.get("Image"),
+    }
+
+
 def snapshot_podman_volumes(stat_results, export_dir) -> list[dict]:
     """Recorded volumes from a registered ``stat`` loop over the settings' volumes."""
     out = []
@@ -178,9 +238,10 @@ def _as_datetime(value) -> _dt.datetime:
 def snapshot_records(controller, host=(), hostname=None, now=None) -> list[dict]:
     """One list of a host's snapshot records from the controller's registry and the host's copies.
 
-    A record found in both places is the controller's, with ``stored: [controller, host]``. Records of
-    another host (``hostname`` given) are left out. Each gets ``age_s`` (from ``now``, default the
-    current UTC time) and an integer ``size_bytes``; newest first.
+    A record found in both places is the controller's, with ``stored: [controller, host]``. Host copies
+    of another host's records (``hostname`` given; hosts may share a directory) are left out; the
+    controller's registry is per host already. Each gets ``age_s`` (from ``now``, default the current
+    UTC time) and an integer ``size_bytes``; newest first.
     """
     now_dt = _as_datetime(now) if now is not None else _dt.datetime.now(_dt.UTC)
     merged: dict[str, dict] = {}
@@ -188,7 +249,7 @@ def snapshot_records(controller, host=(), hostname=None, now=None) -> list[dict]
         for record in records:
             if not isinstance(record, dict) or "id" not in record:
                 continue
-            if hostname is not None and record.get("host", hostname) != hostname:
+            if source == "host" and hostname is not None and record.get("host", hostname) != hostname:
                 continue
             if record["id"] in merged:
                 merged[record["id"]]["stored"].append(source)
@@ -211,6 +272,7 @@ class FilterModule:
             "snapshot_lvm_merge_plan": snapshot_lvm_merge_plan,
             "snapshot_lvm_merge_commands": snapshot_lvm_merge_commands,
             "snapshot_paths_overlap": snapshot_paths_overlap,
+            "snapshot_podman_settings": snapshot_podman_settings,
             "snapshot_podman_volumes": snapshot_podman_volumes,
             "snapshot_podman_bad_exports": snapshot_podman_bad_exports,
             "snapshot_records": snapshot_records,

@@ -17,6 +17,7 @@ from snapshot import (  # noqa: E402
     snapshot_lvol_calls,
     snapshot_paths_overlap,
     snapshot_podman_bad_exports,
+    snapshot_podman_settings,
     snapshot_podman_volumes,
     snapshot_records,
 )
@@ -164,6 +165,60 @@ def test_podman_volumes_and_bad_exports():
     assert snapshot_podman_bad_exports(check) == ["/reg/h/s1/v1.tar", "/reg/h/s1/v1.tar"]
 
 
+INSPECT = {
+    "Name": "cu-lab-pacs1",
+    "Image": "sha256:abc",
+    "ImageName": "localhost/cu-debian12:latest",
+    "State": {"Running": True},
+    "Config": {
+        "Cmd": ["/sbin/init"], "Entrypoint": None, "Hostname": "pacs1", "SystemdMode": True,
+        "Labels": {"org.clinical-upgrade.host": "pacs1"}, "User": "", "WorkingDir": "/",
+        "Env": ["PATH=/usr/bin:/bin", "container=podman", "HOSTNAME=pacs1", "HOME=/root", "ORTHANC=1", "EMPTY="],
+    },
+    "HostConfig": {
+        "PortBindings": {"8042/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18042"}],
+                         "104/tcp": [{"HostIp": "", "HostPort": "10104"}, {"HostPort": "10105"}]},
+        "Privileged": False, "CapAdd": ["CAP_NET_RAW"],
+    },
+    "Mounts": [
+        {"Type": "volume", "Name": "pacs1-db", "Destination": "/var/lib/orthanc", "RW": True},
+        {"Type": "bind", "Source": "/srv/lab/dicom", "Destination": "/dicom", "RW": False},
+    ],
+    "NetworkSettings": {"Networks": {"podman": {}}},
+}
+
+
+def test_podman_settings_from_inspect():
+    result = snapshot_podman_settings(INSPECT)
+    assert result["running"] is True and result["image_id"] == "sha256:abc"
+    assert result["volumes"] == [{"name": "pacs1-db", "destination": "/var/lib/orthanc"}]
+    assert result["settings"] == {
+        "name": "cu-lab-pacs1", "image": "localhost/cu-debian12:latest", "command": ["/sbin/init"], "entrypoint": [],
+        "hostname": "pacs1",
+        "publish": ["10104:104/tcp", "10105:104/tcp", "127.0.0.1:18042:8042/tcp"],
+        "volume": ["pacs1-db:/var/lib/orthanc:rw", "/srv/lab/dicom:/dicom:ro"],
+        "label": {"org.clinical-upgrade.host": "pacs1"},
+        "env": {"PATH": "/usr/bin:/bin", "ORTHANC": "1", "EMPTY": ""},  # runtime entries left out
+        "systemd": "always", "privileged": False, "cap_add": ["CAP_NET_RAW"], "network": [], "user": "",
+        "workdir": "/",
+    }
+
+
+def test_podman_settings_custom_network_string_entrypoint_and_stopped():
+    inspect = {**INSPECT, "State": {"Running": False},
+               "Config": {**INSPECT["Config"], "Entrypoint": "/entry.sh", "SystemdMode": False, "WorkingDir": ""},
+               "NetworkSettings": {"Networks": {"lab": {}, "podman": {}}}}
+    result = snapshot_podman_settings(inspect)
+    assert result["running"] is False
+    assert result["settings"]["entrypoint"] == ["/entry.sh"] and result["settings"]["systemd"] == "false"
+    assert result["settings"]["network"] == ["lab", "podman"] and result["settings"]["workdir"] == "/"
+
+
+def test_podman_settings_needs_inspect_data():
+    with pytest.raises(Exception, match="needs one container"):
+        snapshot_podman_settings({})
+
+
 # ----------------------------------------------------------------------------- records
 
 
@@ -191,6 +246,8 @@ def test_records_only_from_the_host_and_of_this_host():
     listed = snapshot_records([], host, "pacs1", dt.datetime(2026, 1, 1, 0, 0, 10, tzinfo=dt.UTC))
     assert [(r["id"], r["stored"], r["age_s"]) for r in listed] == [("x", ["host"], 10)]
     assert snapshot_records(None, None, "pacs1", NOW) == []
+    # the controller's registry is per host: its records are kept as they are
+    assert [r["id"] for r in snapshot_records([rec("z", NOW, host="renamed")], [], "pacs1", NOW)] == ["z"]
 
 
 def test_records_do_not_change_their_inputs():
@@ -202,5 +259,5 @@ def test_records_do_not_change_their_inputs():
 def test_filter_module_exposes_every_filter():
     names = set(FilterModule().filters())
     assert names == {"snapshot_lvm_size_bytes", "snapshot_lvm_plan", "snapshot_lvol_calls", "snapshot_lvm_merge_plan",
-                     "snapshot_lvm_merge_commands", "snapshot_paths_overlap", "snapshot_podman_volumes",
-                     "snapshot_podman_bad_exports", "snapshot_records"}
+                     "snapshot_lvm_merge_commands", "snapshot_paths_overlap", "snapshot_podman_settings",
+                     "snapshot_podman_volumes", "snapshot_podman_bad_exports", "snapshot_records"}

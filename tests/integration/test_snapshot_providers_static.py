@@ -405,3 +405,56 @@ def test_real_calls_get_the_connection_from_module_defaults(hv, action, module, 
         assert args[key] == value, key
     secret = "password" if module.startswith("vmware") else "api_token_secret"
     assert args[secret] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+# ----------------------------------------------------------------------------- progress of long steps
+
+PROGRESS_PLAYBOOK = """
+- name: Wait for a slow background step with the snapshot role's progress loop
+  hosts: localhost
+  gather_facts: false
+  vars:
+    snapshot_async_poll: 1
+  tasks:
+    - name: Note the start
+      ansible.builtin.set_fact:
+        __snapshot_job_started: "{{ now(utc=true, fmt='%Y-%m-%dT%H:%M:%SZ') }}"
+    - name: Start a slow step that writes a file
+      ansible.builtin.shell: "for i in 1 2 3 4; do head -c 100000 /dev/zero >> OUT; sleep 1; done; exit EXIT"
+      async: 60
+      poll: 0
+      register: job
+      changed_when: true
+    - name: Wait for it
+      ansible.builtin.include_role:
+        name: snapshot
+        tasks_from: common/async_wait.yml
+      vars:
+        __snapshot_job: "{{ job }}"
+        __snapshot_job_label: slow step
+        __snapshot_job_output: OUT
+        __snapshot_job_where: localhost
+"""
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_progress_loop_shows_elapsed_time_and_bytes_and_passes_on_failure(exit_code, tmp_path):
+    out = tmp_path / "written.bin"
+    playbook = tmp_path / "progress.yml"
+    playbook.write_text(PROGRESS_PLAYBOOK.replace("OUT", str(out)).replace("EXIT", str(exit_code)))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": LOCAL}}}))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook)],
+                          cwd=Path(__file__).resolve().parents[2], env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    lines = [line.strip() for line in proc.stdout.splitlines() if "slow step:" in line]
+    running = [line for line in lines if "slow step: running for" in line]
+    assert running, proc.stdout
+    assert all(f"bytes written to {out}" in line for line in running)
+    assert len({line.split("bytes")[0] for line in running}) == len(running), "the numbers move"
+    if exit_code == 0:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "slow step: finished after" in lines[-1] and f"400000 bytes written to {out}" in lines[-1]
+    else:
+        assert proc.returncode != 0
+        assert '"rc": 3' in proc.stdout and "non-zero return code" in proc.stdout

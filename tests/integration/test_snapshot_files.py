@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from conftest import container_host_vars, pexec
@@ -69,6 +70,9 @@ def test_files_create_change_revert_restores_every_byte_and_mode(snaptest_contai
     create = {"snaptest_action": "create", "snapshot_name": "before-upgrade"}
     proc, facts = run_playbook("snapshot_action.yml", hv, create)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the copy ran in the background and its wait reported it
+    assert "snapshot before-upgrade: tar of /srv/app/data, /srv/app/etc: finished after" in proc.stdout
+    assert "bytes written to /var/backups/clinical-upgrade/before-upgrade/data.tar" in proc.stdout
     record = facts["snapshot_record"]
     assert facts["snapshot_id"] == "before-upgrade"
     assert record["provider"] == "files" and record["host"] == "snaptest-host"
@@ -182,3 +186,54 @@ def test_files_create_in_check_mode_changes_nothing(snaptest_container, run_play
     assert pexec(name, "test -e /var/backups/clinical-upgrade", check=False).returncode == 1
     assert not (run_playbook.registry / "snaptest-host" / "dry.json").exists()
     assert pexec(name, "systemctl is-active cu-snaptest-app").stdout.strip() == "active"
+
+
+def test_files_list_revert_and_remove_from_the_hosts_copy_without_the_controller_registry(
+        snaptest_container, run_playbook):
+    """AWX throws the project copy (and the controller's registry) away after a job: a later run finds
+    the snapshot through the record kept on the host."""
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    before = pexec(name, STATE).stdout
+    hv = host_vars(snaptest_container)
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    on_host = json.loads(pexec(name, "cat /var/lib/clinical-upgrade/snapshots/s1.json").stdout)
+    assert on_host == facts["snapshot_record"]
+
+    shutil.rmtree(run_playbook.registry)
+    pexec(name, CHANGE)
+
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "list"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (listed,) = facts["snapshot_list"]
+    assert listed["id"] == "s1" and listed["stored"] == ["host"] and listed["size_bytes"] > 200000
+
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the controller has no record" in proc.stdout
+    assert "using the copy on the host, /var/lib/clinical-upgrade/snapshots/s1.json" in proc.stdout
+    assert pexec(name, STATE).stdout == before
+    assert facts["snapshot_reverted"]["verified"] is True and facts["snapshot_reverted"]["id"] == "s1"
+
+    proc, facts = run_playbook("snapshot_action.yml", hv,
+                               {"snaptest_action": "remove", "snapshot_id": "s1", "snapshot_keep": False})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert facts["snapshot_removed"]["id"] == "s1"
+    assert pexec(name, "test -e /var/lib/clinical-upgrade/snapshots/s1.json", check=False).returncode == 1
+    assert pexec(name, "test -e /var/backups/clinical-upgrade/s1", check=False).returncode == 1
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "list"})
+    assert proc.returncode == 0 and facts["snapshot_list"] == []
+
+
+def test_files_name_taken_on_the_host_is_refused(snaptest_container, run_playbook):
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    hv = host_vars(snaptest_container)
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shutil.rmtree(run_playbook.registry)
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode != 0
+    assert 'snapshot_name "s1" already exists on snaptest-host (/var/lib/clinical-upgrade/snapshots/s1.json)' \
+        in proc.stdout

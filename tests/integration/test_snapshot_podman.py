@@ -5,6 +5,8 @@ the container, Ansible keeps working on it in the same play, list, remove."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from conftest import container_host_vars, inspect, pexec, podman
@@ -56,6 +58,8 @@ def test_podman_revert_across_runs_restores_volume_and_remove(snaptest_container
     pexec(c.name, "printf 'v1\\n' > /srv/vol/data.txt")
     proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"snapshot s1: podman commit of {c.name}: finished after" in proc.stdout
+    assert f"snapshot s1: export of volume {c.volume}: finished after" in proc.stdout
     export = Path(facts["snapshot_record"]["podman"]["volumes"][0]["export"])
     assert export.is_file()
 
@@ -105,3 +109,43 @@ def test_podman_revert_of_unknown_id_and_missing_image_fail_before_any_change(sn
     assert "cannot be restored, nothing was changed: image localhost/cu-snapshot/snaptest-host:s1 is missing" \
         in proc.stdout
     assert inspect(c.name)["Id"] == before
+
+
+def test_podman_list_revert_and_remove_from_the_hosts_copy_without_the_controller_registry(
+        snaptest_container, run_playbook, tmp_path):
+    """The controller's registry is gone (AWX throws the project copy away); the volume exports are kept
+    elsewhere (snapshot_podman_export_dir on lasting storage). The record kept in the container finds
+    the snapshot; the revert recreates the container, which removes that copy, so it is written back."""
+    c = snaptest_container
+    hv = host_vars(c, snapshot_podman_export_dir=str(tmp_path / "exports"))
+    record_on_host = "/var/lib/clinical-upgrade/snapshots/s1.json"
+    pexec(c.name, "printf 'v1\\n' > /srv/vol/data.txt")
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(pexec(c.name, f"cat {record_on_host}").stdout) == facts["snapshot_record"]
+
+    shutil.rmtree(run_playbook.registry)
+    pexec(c.name, "printf 'v2\\n' > /srv/vol/data.txt && touch /root/marker")
+
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "list"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [(r["id"], r["stored"]) for r in facts["snapshot_list"]] == [("s1", ["host"])]
+
+    before = inspect(c.name)["Id"]
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"the controller has no record ({run_playbook.registry}/snaptest-host/s1.json); using the copy on the host" \
+        in proc.stdout
+    assert facts["snapshot_reverted"]["verified"] is True
+    assert inspect(c.name)["Id"] != before, "the container was recreated"
+    assert pexec(c.name, "cat /srv/vol/data.txt").stdout == "v1\n"
+    assert pexec(c.name, "test -e /root/marker", check=False).returncode == 1
+    # the recreated container did not have the record (written after the commit): the revert wrote it back
+    assert json.loads(pexec(c.name, f"cat {record_on_host}").stdout)["id"] == "s1"
+
+    proc, _ = run_playbook("snapshot_action.yml", hv,
+                           {"snaptest_action": "remove", "snapshot_id": "s1", "snapshot_keep": False})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pexec(c.name, f"test -e {record_on_host}", check=False).returncode == 1
+    assert podman("image", "exists", "localhost/cu-snapshot/snaptest-host:s1", check=False).returncode == 1
+    assert not (tmp_path / "exports" / "snaptest-host" / "s1").exists()

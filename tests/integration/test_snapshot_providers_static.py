@@ -64,6 +64,69 @@ def seed_record(registry: Path, host: str, record: dict) -> None:
 
 # ----------------------------------------------------------------------------- argument specs
 
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "snapshot"
+COMMON_OPTIONS = ["snapshot_provider", "snapshot_registry_dir", "snapshot_host_registry_dir", "snapshot_dry_run"]
+PROVIDER_OPTIONS = [
+    "snapshot_files_paths", "snapshot_files_services", "snapshot_files_dir", "snapshot_files_reserve_bytes",
+    "snapshot_files_report_max",
+    "snapshot_podman_container", "snapshot_podman_containers_conf", "snapshot_podman_image_repository",
+    "snapshot_podman_export_dir", "snapshot_podman_boot_timeout",
+    "snapshot_lvm_vg", "snapshot_lvm_lvs", "snapshot_lvm_size", "snapshot_lvm_allow_boot_lv",
+    "snapshot_vmware_hostname", "snapshot_vmware_username", "snapshot_vmware_password",
+    "snapshot_vmware_validate_certs", "snapshot_vmware_datacenter", "snapshot_vmware_folder", "snapshot_vmware_vm_name",
+    "snapshot_vmware_quiesce",
+    "snapshot_vmware_memory_dump",
+    "snapshot_proxmox_api_host", "snapshot_proxmox_api_user", "snapshot_proxmox_api_password",
+    "snapshot_proxmox_api_token_id", "snapshot_proxmox_api_token_secret", "snapshot_proxmox_validate_certs",
+    "snapshot_proxmox_vmid", "snapshot_proxmox_guest_type", "snapshot_proxmox_vmstate", "snapshot_proxmox_timeout",
+]
+CREATE_OPTIONS = [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_name", "snapshot_description",
+                  "snapshot_async_timeout", "snapshot_async_poll"]
+EXPECTED_OPTIONS = {
+    "main": CREATE_OPTIONS,
+    "create": CREATE_OPTIONS,
+    "revert": [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_id", "snapshot_verify_on_revert", "snapshot_allow_reboot",
+               "snapshot_reboot_timeout"],
+    "remove": [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_id", "snapshot_keep"],
+    "list": ["snapshot_provider", "snapshot_registry_dir", "snapshot_host_registry_dir"],
+}
+
+
+def argument_specs() -> dict:
+    """The specs as Ansible reads them (its YAML loader resolves the anchors and merge keys)."""
+    from ansible.parsing.yaml.loader import AnsibleLoader
+
+    text = (ROLE / "meta" / "argument_specs.yml").read_text()
+    return json.loads(json.dumps(AnsibleLoader(text).get_single_data()["argument_specs"]))
+
+
+def test_argument_specs_give_every_entry_point_exactly_its_options():
+    specs = argument_specs()
+    assert sorted(specs) == sorted(ENTRY_POINTS)
+    for entry, expected in EXPECTED_OPTIONS.items():
+        assert sorted(specs[entry]["options"]) == sorted(expected), entry
+    # a shared option reads the same in every entry point that takes it
+    for name in {n for entry in specs.values() for n in entry["options"]} - {"snapshot_provider"}:
+        variants = [entry["options"][name] for entry in specs.values() if name in entry["options"]]
+        assert all(v == variants[0] for v in variants), name
+    assert all(specs[e]["options"]["snapshot_provider"]["required"] is True for e in ENTRY_POINTS if e != "list")
+    assert "required" not in specs["list"]["options"]["snapshot_provider"]
+    for secret in ["snapshot_vmware_password", "snapshot_proxmox_api_password", "snapshot_proxmox_api_token_secret"]:
+        assert specs["revert"]["options"][secret]["no_log"] is True
+
+
+def test_argument_specs_and_defaults_name_the_same_public_variables():
+    import yaml
+
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    options = {n for entry in argument_specs().values() for n in entry["options"]}
+    assert set(defaults) == options - {"snapshot_provider"}
+    for entry in argument_specs().values():
+        for name, spec in entry["options"].items():
+            if "default" in spec:
+                assert spec["default"] == defaults[name], name
+
+
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_argument_spec_rejects_unknown_provider(entry, run_playbook):
@@ -314,3 +377,84 @@ def test_lvm_revert_and_remove_of_a_recorded_snapshot(loop_vg, run_playbook):
     assert call == {"module": "community.general.lvol",
                     "args": {"vg": loop_vg, "lv": "pre.data", "state": "absent", "force": True}}
     assert_valid_module_args(call["module"], call["args"])
+
+
+# ----------------------------------------------------------------------------- module_defaults
+
+
+@pytest.mark.parametrize(("hv", "action", "module", "expected"), [
+    ({**VMWARE, "snapshot_vmware_hostname": "127.0.0.1"}, "create", "vmware_guest_snapshot",
+     {"hostname": "127.0.0.1", "username": "svc-upgrade@vsphere.local", "validate_certs": True,
+      "datacenter": "DC1", "folder": "/DC1/vm/pacs", "snapshot_name": "cu-pre", "state": "present"}),
+    ({**PROXMOX, "snapshot_proxmox_api_host": "127.0.0.1"}, "create", "proxmox_snap",
+     {"api_host": "127.0.0.1", "api_user": "upgrade@pve", "api_token_id": "cu", "validate_certs": True,
+      "vmid": "101", "snapname": "cu-pre", "state": "present"}),
+])
+def test_real_calls_get_the_connection_from_module_defaults(hv, action, module, expected, run_playbook):
+    """Without a hypervisor here, the real call fails to connect; the arguments the module received (its
+    invocation) show the connection and credentials came from the action group's module_defaults."""
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": action, "snapshot_name": "cu-pre"},
+                           verbosity=3)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "S3cret" not in out
+    start = out.index('"invocation"', out.index(f"{module}"))
+    invocation = json.JSONDecoder().raw_decode(out[out.index("{", start):])[0]
+    args = invocation["module_args"]
+    for key, value in expected.items():
+        assert args[key] == value, key
+    secret = "password" if module.startswith("vmware") else "api_token_secret"
+    assert args[secret] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+# ----------------------------------------------------------------------------- progress of long steps
+
+PROGRESS_PLAYBOOK = """
+- name: Wait for a slow background step with the snapshot role's progress loop
+  hosts: localhost
+  gather_facts: false
+  vars:
+    snapshot_async_poll: 1
+  tasks:
+    - name: Note the start
+      ansible.builtin.set_fact:
+        __snapshot_job_started: "{{ now(utc=true, fmt='%Y-%m-%dT%H:%M:%SZ') }}"
+    - name: Start a slow step that writes a file
+      ansible.builtin.shell: "for i in 1 2 3 4; do head -c 100000 /dev/zero >> OUT; sleep 1; done; exit EXIT"
+      async: 60
+      poll: 0
+      register: job
+      changed_when: true
+    - name: Wait for it
+      ansible.builtin.include_role:
+        name: snapshot
+        tasks_from: common/async_wait.yml
+      vars:
+        __snapshot_job: "{{ job }}"
+        __snapshot_job_label: slow step
+        __snapshot_job_output: OUT
+        __snapshot_job_where: localhost
+"""
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_progress_loop_shows_elapsed_time_and_bytes_and_passes_on_failure(exit_code, tmp_path):
+    out = tmp_path / "written.bin"
+    playbook = tmp_path / "progress.yml"
+    playbook.write_text(PROGRESS_PLAYBOOK.replace("OUT", str(out)).replace("EXIT", str(exit_code)))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": LOCAL}}}))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook)],
+                          cwd=Path(__file__).resolve().parents[2], env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    lines = [line.strip() for line in proc.stdout.splitlines() if "slow step:" in line]
+    running = [line for line in lines if "slow step: running for" in line]
+    assert running, proc.stdout
+    assert all(f"bytes written to {out}" in line for line in running)
+    assert len({line.split("bytes")[0] for line in running}) == len(running), "the numbers move"
+    if exit_code == 0:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "slow step: finished after" in lines[-1] and f"400000 bytes written to {out}" in lines[-1]
+    else:
+        assert proc.returncode != 0
+        assert '"rc": 3' in proc.stdout and "non-zero return code" in proc.stdout

@@ -14,7 +14,8 @@ upgrade writes, without touching a third-party repository:
   rewritten with those entries disabled (one-line: commented out; deb822: ``Enabled: no``);
 - ``keep``: deb822 stanzas of the target file that are not Debian's (carried over verbatim);
 - ``debian_files``: the files that hold Debian entries; ``third_party``: the files with active entries
-  that are not Debian's (left as they are; they may not offer the new release).
+  that are not Debian's (left as they are; they may not offer the new release);
+- ``written_by_us``: files an earlier run wrote (the target file with our header), kept out of the backup.
 
 An entry is Debian's when its suite is the release codename (or ``-updates``, ``-security``,
 ``/updates``, ``-backports``, ``-proposed-updates``), its components are Debian components, and its URI
@@ -33,6 +34,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://security.debian.org/debian-security"
 DEBIAN_COMPONENTS = ("main", "contrib", "non-free", "non-free-firmware")
 SUITE_SUFFIXES = ("", "-updates", "-security", "/updates", "-backports", "-backports-sloppy", "-proposed-updates")
+WRITTEN_MARK = "written by clinical-upgrade for the release upgrade"
 DISABLED_MARK = "# disabled by clinical-upgrade for the release upgrade to {to}"
 
 
@@ -139,10 +141,12 @@ def apt_sources_plan(files, release_from, release_to, mirror="", security_mirror
     mark = DISABLED_MARK.format(to=release_to)
     archive, security = [], []  # active Debian entries, old release first
     types, components = set(), set()
-    disable, keep, debian_files, third_party = [], [], [], []
+    disable, keep, debian_files, third_party, written_by_us = [], [], [], [], []
 
     for item in files or []:
         path, text = _decode(item)
+        if path == TARGET_FILE and WRITTEN_MARK in text:
+            written_by_us.append(path)
         is_deb822 = path.endswith(".sources")
         if is_deb822:
             pairs = [(lines, _entry_of_stanza(fields)) for lines, fields in _stanzas(text)]
@@ -201,6 +205,7 @@ def apt_sources_plan(files, release_from, release_to, mirror="", security_mirror
         "keep": keep,
         "debian_files": sorted(debian_files),
         "third_party": sorted(third_party),
+        "written_by_us": written_by_us,
     }
 
 

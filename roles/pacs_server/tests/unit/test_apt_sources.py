@@ -100,3 +100,11 @@ def test_given_mirrors_win_and_slurp_results_are_decoded():
     assert result["mirror"] == "http://local/debian"
     assert result["security_mirror"] == "http://local/debian-security"
     assert result["debian_files"] == ["/etc/apt/sources.list"]
+
+
+def test_a_debian_sources_an_earlier_run_wrote_is_named_to_keep_it_out_of_the_backup():
+    ours = ("# Debian trixie sources, written by clinical-upgrade for the release upgrade from\n# bookworm.\n"
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie trixie-updates\nComponents: main\n")
+    theirs = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n"
+    assert plan(files(**{TARGET_FILE: ours}))["written_by_us"] == [TARGET_FILE]
+    assert plan(files(**{TARGET_FILE: theirs}))["written_by_us"] == []

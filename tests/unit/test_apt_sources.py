@@ -7,7 +7,7 @@ import base64
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "pacs_server" / "filter_plugins"))
 
 from apt_sources import TARGET_FILE, apt_sources_plan  # noqa: E402
 

@@ -178,9 +178,11 @@ not_delivered:
 """
 
 import hashlib
+import io
 import json
 import os
 import random
+import zlib
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.orthanc_rest import (
@@ -297,6 +299,28 @@ def export(client, since_change: int, dest: str, check_mode: bool) -> dict:
             "changed": bool(exported) and not check_mode}
 
 
+def _plain_dicom(data: bytes, path: str) -> tuple[bytes, str]:
+    """(DICOM bytes, the file holding them) of a stored file, which Orthanc may have compressed.
+
+    Orthanc's StorageCompression writes 8 bytes of uncompressed size (little endian), then zlib; such
+    a file is written out decompressed beside it as <name>.dcm.
+    """
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return data, path
+    if len(data) > 10:
+        size = int.from_bytes(data[:8], "little")
+        try:
+            plain = zlib.decompress(data[8:])
+        except zlib.error:
+            return data, path
+        if len(plain) == size and len(plain) > 132 and plain[128:132] == b"DICM":
+            target = path + ".dcm"
+            with open(target, "wb") as handle:
+                handle.write(plain)
+            return plain, target
+    return data, path
+
+
 def describe(src: str, dest: str) -> dict:
     """Write the export manifest for a directory of DICOM files (largest file per SOP Instance UID)."""
     try:
@@ -307,16 +331,16 @@ def describe(src: str, dest: str) -> dict:
         raise OrthancError(f"src {src} is not a directory")
     best: dict[str, dict] = {}
     unreadable = []
-    for name in sorted(os.listdir(src)):
-        path = os.path.join(src, name)
-        if not os.path.isfile(path):
-            continue
+    paths = sorted(os.path.join(root, name) for root, _dirs, names in os.walk(src) for name in names)
+    for path in paths:
+        name = os.path.relpath(path, src)
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            data, path = _plain_dicom(data, path)
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
             sop = str(ds.SOPInstanceUID)
-        except Exception as exc:  # not DICOM (a compressed Orthanc attachment, a partial file)  # noqa: BLE001
+        except Exception as exc:  # not DICOM (a partial file, another attachment)  # noqa: BLE001
             unreadable.append({"file": name, "reason": f"{type(exc).__name__}: {exc}"})
             continue
         entry = {"sop_instance_uid": sop, "file": os.path.relpath(path, dest),

@@ -8,7 +8,8 @@
 - pacs_modality_entry: Orthanc's [AET, host, port] for a pacs_server_modalities entry.
 - mask_phi: mask a patient name or ID so that reports and logs carry no PHI.
 - verify_record: turn a registered health-check result into one record of a verification report.
-- canary_record, counts_record, version_record: compare a PACS with the baseline taken before a change.
+- canary_record, counts_record, archive_record, readback_record, version_record: compare a PACS with the
+  baseline taken before a change (as sets: instances that arrived since are allowed).
 """
 
 from __future__ import annotations
@@ -134,8 +135,12 @@ def canary_record(result, canary) -> dict:
 
 
 def counts_record(result, baseline_counts) -> dict:
-    """Compare pacs_info's statistics with the baseline's patient/study/series/instance counts."""
-    check = "counts_unchanged"
+    """Compare pacs_info's statistics with the baseline's counts: none may be lower.
+
+    A live PACS keeps receiving images, so higher counts are expected and reported; a lower count
+    means something the PACS held before the change is gone.
+    """
+    check = "counts_not_lower"
     failed = _failed_prerequisite(result, check)
     if failed:
         return failed
@@ -143,14 +148,73 @@ def counts_record(result, baseline_counts) -> dict:
     keys = ("patients", "studies", "series", "instances")
     before = {k: (baseline_counts or {}).get(k) for k in keys}
     after = {k: now.get(k) for k in keys}
-    diff = {k: {"before": before[k], "after": after[k]} for k in keys if before[k] != after[k]}
-    details = {"before": before, "after": after}
-    if diff:
-        words = ", ".join(f"{k} {v['before']} -> {v['after']}" for k, v in diff.items())
+    lower = {k: {"before": before[k], "after": after[k]} for k in keys
+             if before[k] is not None and (after[k] is None or int(after[k]) < int(before[k]))}
+    grown = {k: int(after[k]) - int(before[k]) for k in keys
+             if before[k] is not None and after[k] is not None and int(after[k]) > int(before[k])}
+    details = {"before": before, "after": after, "grown": grown}
+    if lower:
+        words = ", ".join(f"{k} {v['before']} -> {v['after']}" for k, v in lower.items())
         return {"check": check, "status": "failed", "elapsed_ms": None,
-                "message": f"counts differ from the baseline: {words}", "details": details}
-    return {"check": check, "status": "passed", "elapsed_ms": None,
-            "message": "patient, study, series and instance counts equal the baseline", "details": details}
+                "message": f"counts are lower than the baseline: {words}", "details": details}
+    message = "no count is lower than the baseline"
+    if grown:
+        message += "; arrived since: " + ", ".join(f"{n} {k}" for k, n in grown.items())
+    return {"check": check, "status": "passed", "elapsed_ms": None, "message": message, "details": details}
+
+
+def archive_record(result, baseline_uids, expected_extra=None, sample: int = 20) -> dict:
+    """Compare the PACS's SOP Instance UIDs now with the baseline's, as sets.
+
+    Every instance of the baseline must be present, and so must every one of ``expected_extra``
+    (the instances re-delivered after a rollback). Instances that arrived since are allowed and
+    reported.
+    """
+    check = "instances_preserved"
+    failed = _failed_prerequisite(result, check)
+    if failed:
+        return failed
+    now = set(result.get("sop_instance_uids") or [])
+    before = set(baseline_uids or [])
+    extra = set(expected_extra or [])
+    missing = sorted(before - now)
+    extra_missing = sorted(extra - now)
+    arrived = sorted(now - before - extra)
+    details = {"baseline": len(before), "now": len(now), "arrived": len(arrived), "arrived_sample": arrived[:sample],
+               "missing": len(missing), "missing_sample": missing[:sample], "redelivered_expected": len(extra),
+               "redelivered_missing": extra_missing[:sample]}
+    if not before and result.get("instances"):
+        return {"check": check, "status": "failed", "elapsed_ms": None, "details": details,
+                "message": "the baseline has no instance list to compare with"}
+    if missing or extra_missing:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of {len(before)} instances of the baseline are missing")
+        if extra_missing:
+            parts.append(f"{len(extra_missing)} of {len(extra)} re-delivered instances are missing")
+        return {"check": check, "status": "failed", "elapsed_ms": None, "message": "; ".join(parts),
+                "details": details}
+    message = f"all {len(before)} instances of the baseline present"
+    if extra:
+        message += f", all {len(extra)} re-delivered instances present"
+    if arrived:
+        message += f"; {len(arrived)} arrived since"
+    return {"check": check, "status": "passed", "elapsed_ms": None, "message": message, "details": details}
+
+
+def readback_record(result) -> dict:
+    """The read-back of a sample of stored files against the MD5 the PACS recorded when it stored them."""
+    check = "stored_files_read_back"
+    if not isinstance(result, dict) or result.get("skipped"):
+        return _failed_prerequisite(result, check)
+    mismatched = result.get("mismatched") or []
+    details = {"checked": result.get("checked"), "instances": result.get("instances"),
+               "mismatched": mismatched[:20]}
+    if result.get("failed"):
+        return {"check": check, "status": "failed", "elapsed_ms": None, "details": details,
+                "message": str(result.get("msg") or "the read-back failed")}
+    return {"check": check, "status": "passed", "elapsed_ms": None, "details": details,
+            "message": f"{result.get('checked')} stored files read back, each equal to what the PACS recorded"}
 
 
 def version_record(result, expected) -> dict:
@@ -181,6 +245,7 @@ def pacs_baseline(results, host: str = "", canary_study_uid: str = "", canary_ma
     reason it cannot serve as one (each naming what to fix); an empty list when it can.
     """
     results = results or {}
+    archive = results.get("archive") or {"skipped": True}
     echo, info = results.get("echo") or {}, results.get("info") or {}
     studies, canary = results.get("studies") or {}, results.get("canary") or {"skipped": True}
     first = ((studies.get("identifiers") or [{}])[0] or {}).get("StudyInstanceUID", "") if not _failed(
@@ -196,6 +261,9 @@ def pacs_baseline(results, host: str = "", canary_study_uid: str = "", canary_ma
                         "pacs_server_rest_user and pacs_server_rest_password)")
     if _failed(studies):
         problems.append(f"study-level C-FIND failed: {studies.get('msg', 'no result')}")
+    if _failed(archive):
+        problems.append(f"listing the archive's instances failed: {archive.get('msg', 'no result')} (check "
+                        "endpoint_rest_url and the REST credentials)")
     if canary_uid:
         if _failed(canary):
             problems.append(f"IMAGE-level C-FIND of the canary study failed: {canary.get('msg', 'no result')}")
@@ -219,6 +287,8 @@ def pacs_baseline(results, host: str = "", canary_study_uid: str = "", canary_ma
             "instances": stats.get("instances"),
             "studies_cfind": None if _failed(studies) else studies.get("count"),
         },
+        "last_change": None if _failed(archive) else archive.get("last_change"),
+        "sop_instance_uids": [] if _failed(archive) else list(archive.get("sop_instance_uids") or []),
         "canary": {
             "study_instance_uid": canary_uid,
             "sop_instance_uids": [i.get("SOPInstanceUID") for i in identifiers if isinstance(i, dict)],
@@ -239,6 +309,8 @@ class FilterModule:
             "verify_record": verify_record,
             "canary_record": canary_record,
             "counts_record": counts_record,
+            "archive_record": archive_record,
+            "readback_record": readback_record,
             "version_record": version_record,
             "pacs_baseline": pacs_baseline,
         }

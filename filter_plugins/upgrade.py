@@ -148,6 +148,9 @@ def upgrade_result_new(host: str, product: str, run: dict, target_version=None) 
         "switch": None,
         "verification": [],
         "rollback_verification": [],
+        "mark": None,
+        "preserved": None,
+        "redelivered": None,
     }
 
 
@@ -218,7 +221,8 @@ def upgrade_record_step(result, step: str, value) -> dict:
     snapshot -> ``snapshot``; stage -> ``staged`` (and ``versions.os_release_upgrade``); switch ->
     ``switch`` (and ``versions.after``, ``versions.database_after``, ``timings.switch_downtime_s``);
     verify -> ``verification``; revert -> ``snapshot_reverted``; verify_after_rollback ->
-    ``rollback_verification``. Other steps keep their value in the step record's details only.
+    ``rollback_verification``; mark -> ``mark``; preserve -> ``preserved``; redeliver -> ``redelivered``.
+    Other steps keep their value in the step record's details only.
     """
     out = _check_result(result)
     if value is None or value == "":  # "" is what the vars lookup gives for a fact the step did not set
@@ -241,6 +245,12 @@ def upgrade_record_step(result, step: str, value) -> dict:
         out["snapshot_reverted"] = value
     elif step == "verify_after_rollback":
         out["rollback_verification"] = list(value)
+    elif step == "mark":
+        out["mark"] = value
+    elif step == "preserve":
+        out["preserved"] = value
+    elif step == "redeliver":
+        out["redelivered"] = value
     return out
 
 

@@ -130,6 +130,20 @@ def seed_instances_problems(rest: OrthancRest) -> tuple[list[str], list[str]]:
     return missing, different
 
 
+def acknowledged_by_sender() -> list[dict]:
+    """What the scenario's modality (tools/modality_sender.py) sent and the PACS acknowledged."""
+    sys.path.insert(0, str(PROJECT / "tools"))
+    from modality_sender import acknowledged
+
+    return acknowledged(EPHEMERAL / "sent.jsonl")
+
+
+def acknowledged_but_missing(rest: OrthancRest) -> tuple[int, list[str]]:
+    """(how many stores the PACS acknowledged, the SOP Instance UIDs of those it no longer holds)."""
+    acks = acknowledged_by_sender()
+    return len(acks), [a["sop_instance_uid"] for a in acks if rest.instance_by_sop_uid(a["sop_instance_uid"]) is None]
+
+
 STORAGE_HASH_CMD = "cd /var/lib/orthanc && find . -type f -print0 | sort -z | xargs -0 sha256sum"
 
 

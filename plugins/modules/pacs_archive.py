@@ -18,6 +18,9 @@ description:
   - "O(state=export): copies every instance stored after O(since_change) to O(dest) on the
     controller, with a C(manifest.json) of SOP Instance UID and sha256 per file. The PACS is not
     changed. This is how a rollback keeps what the PACS acknowledged after a snapshot."
+  - "O(state=describe): writes the C(manifest.json) of O(state=export) for a directory O(src) of DICOM files copied by
+    other means (for example the stored files of a PACS whose API no longer answers): SOP Instance UID and sha256 of
+    each, the largest file kept where several carry the same SOP Instance UID. Needs pydicom on the controller."
   - "O(state=import): stores every file of O(src) (a directory written by O(state=export)) into the
     PACS, then proves each one by SOP Instance UID and sha256 of the file the PACS returns. Fails,
     naming O(src) and every instance not proven, when any could not be re-delivered; the files stay."
@@ -47,7 +50,7 @@ options:
   state:
     description: What to do (see the description).
     type: str
-    choices: [inventory, readback, export, import]
+    choices: [inventory, readback, export, describe, import]
     default: inventory
   since_change:
     description:
@@ -55,10 +58,13 @@ options:
       - Required for O(state=export); with O(state=inventory) the instances stored after it are returned in RV(new).
     type: int
   dest:
-    description: Controller directory for O(state=export); created, must be empty or absent.
+    description:
+      - Controller directory for O(state=export); created, must be empty or absent.
+      - For O(state=describe), the directory that receives C(manifest.json) (O(src) itself when not set).
     type: path
   src:
-    description: Controller directory written by O(state=export), for O(state=import).
+    description: Controller directory written by O(state=export) or O(state=describe), for O(state=import); the
+      directory of DICOM files for O(state=describe).
     type: path
   sample_size:
     description: How many stored files O(state=readback) reads back (spread over the whole archive).
@@ -146,14 +152,19 @@ mismatched:
   type: list
   elements: dict
 exported:
-  description: The files written to O(dest), each with its SOP Instance UID and sha256.
-  returned: O(state=export)
+  description: The files written to O(dest) (or described), each with its SOP Instance UID and sha256.
+  returned: O(state) is export or describe
   type: list
   elements: dict
 manifest:
   description: Path of the manifest written to O(dest).
-  returned: O(state=export)
+  returned: O(state) is export or describe
   type: str
+unreadable:
+  description: Files of O(src) that are not DICOM instances (left out of the manifest).
+  returned: O(state=describe)
+  type: list
+  elements: dict
 delivered:
   description: Instances stored (or found already stored) and proven by SOP Instance UID and sha256.
   returned: O(state=import)
@@ -167,9 +178,11 @@ not_delivered:
 """
 
 import hashlib
+import io
 import json
 import os
 import random
+import zlib
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.orthanc_rest import (
@@ -187,7 +200,8 @@ def argument_spec():
     spec = rest_argument_spec()
     spec["timeout"]["default"] = 30.0
     spec.update(
-        state={"type": "str", "default": "inventory", "choices": ["inventory", "readback", "export", "import"]},
+        state={"type": "str", "default": "inventory",
+               "choices": ["inventory", "readback", "export", "describe", "import"]},
         since_change={"type": "int"},
         dest={"type": "path"},
         src={"type": "path"},
@@ -285,6 +299,63 @@ def export(client, since_change: int, dest: str, check_mode: bool) -> dict:
             "changed": bool(exported) and not check_mode}
 
 
+def _plain_dicom(data: bytes, path: str) -> tuple[bytes, str]:
+    """(DICOM bytes, the file holding them) of a stored file, which Orthanc may have compressed.
+
+    Orthanc's StorageCompression writes 8 bytes of uncompressed size (little endian), then zlib; such
+    a file is written out decompressed beside it as <name>.dcm.
+    """
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return data, path
+    if len(data) > 10:
+        size = int.from_bytes(data[:8], "little")
+        try:
+            plain = zlib.decompress(data[8:])
+        except zlib.error:
+            return data, path
+        if len(plain) == size and len(plain) > 132 and plain[128:132] == b"DICM":
+            target = path + ".dcm"
+            with open(target, "wb") as handle:
+                handle.write(plain)
+            return plain, target
+    return data, path
+
+
+def describe(src: str, dest: str) -> dict:
+    """Write the export manifest for a directory of DICOM files (largest file per SOP Instance UID)."""
+    try:
+        import pydicom
+    except ImportError as exc:
+        raise OrthancError(f"state=describe needs pydicom on the controller ({exc})") from None
+    if not os.path.isdir(src):
+        raise OrthancError(f"src {src} is not a directory")
+    best: dict[str, dict] = {}
+    unreadable = []
+    paths = sorted(os.path.join(root, name) for root, _dirs, names in os.walk(src) for name in names)
+    for path in paths:
+        name = os.path.relpath(path, src)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+            data, path = _plain_dicom(data, path)
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+            sop = str(ds.SOPInstanceUID)
+        except Exception as exc:  # not DICOM (a partial file, another attachment)  # noqa: BLE001
+            unreadable.append({"file": name, "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        entry = {"sop_instance_uid": sop, "file": os.path.relpath(path, dest),
+                 "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        if sop not in best or entry["size"] > best[sop]["size"]:
+            best[sop] = entry
+    exported = sorted(best.values(), key=lambda e: e["file"])
+    os.makedirs(dest, mode=0o750, exist_ok=True)
+    manifest = os.path.join(dest, MANIFEST)
+    with open(manifest, "w", encoding="utf-8") as handle:
+        json.dump({"described_from": src, "instances": exported, "unreadable": unreadable}, handle, indent=1,
+                  sort_keys=True)
+    return {"exported": exported, "unreadable": unreadable, "manifest": manifest, "changed": True}
+
+
 def _lookup(client, sop_uid: str) -> str | None:
     found = client.post("/tools/lookup", sop_uid.encode())
     ids = [f.get("ID") for f in found or [] if isinstance(f, dict) and f.get("Type") == "Instance"]
@@ -333,8 +404,9 @@ def run_module(module):
     state = params["state"]
     if state == "export" and (params.get("since_change") is None or not params.get("dest")):
         module.fail_json(msg="state=export needs since_change (the last_change recorded before) and dest", **result)
-    if state == "import" and not params.get("src"):
-        module.fail_json(msg="state=import needs src, the directory state=export wrote", **result)
+    if state in ("import", "describe") and not params.get("src"):
+        module.fail_json(msg=f"state={state} needs src, the directory state=export wrote (import) or the "
+                         "directory of DICOM files to describe", **result)
     if params.get("since_change") is not None and params["since_change"] < 0:
         module.fail_json(msg="since_change must be 0 or more", **result)
     if not 1 <= params["sample_size"] <= 100000:
@@ -359,6 +431,8 @@ def run_module(module):
                                  "differ from what the PACS recorded when it stored them", **result)
         elif state == "export":
             result.update(export(client, params["since_change"], params["dest"], module.check_mode))
+        elif state == "describe":
+            result.update(describe(params["src"], params.get("dest") or params["src"]))
         else:
             result.update(import_(client, params["src"], module.check_mode))
             missing = result["not_delivered"]

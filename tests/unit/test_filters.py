@@ -12,12 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
 from clinical import (  # noqa: E402
     FilterModule,
     ae_title_error,
+    archive_record,
     canary_record,
     counts_record,
     mask_phi,
     modality_ae_item,
     pacs_baseline,
     pacs_modality_entry,
+    readback_record,
     verify_record,
     version_record,
 )
@@ -101,18 +103,20 @@ def test_verify_record_without_a_result_fails():
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {"ae_title_error", "modality_ae_item", "mask_phi", "verify_record",
                                              "pacs_modality_entry", "canary_record", "counts_record",
-                                             "version_record", "pacs_baseline"}
+                                             "version_record", "pacs_baseline", "archive_record",
+                                             "readback_record"}
 
 
 ECHO_OK = {"latency_ms": 3.2}
 INFO_OK = {"version": "1.10.1", "database_version": 6,
         "statistics": {"patients": 10, "studies": 20, "series": 60, "instances": 600}}
 STUDIES_FIND = {"count": 20, "identifiers": [{"StudyInstanceUID": "1.2.3"}], "truncated": True}
+ARCHIVE = {"last_change": 700, "instances": 3, "sop_instance_uids": ["1.2.3.1", "1.2.3.2", "1.2.3.3"]}
 CANARY_FIND = {"count": 2, "identifiers": [{"SOPInstanceUID": "1.2.3.1"}, {"SOPInstanceUID": "1.2.3.2"}]}
 
 
 def test_pacs_baseline_records_counts_and_the_first_study_as_canary():
-    found = {"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": CANARY_FIND}
+    found = {"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": CANARY_FIND, "archive": ARCHIVE}
     out = pacs_baseline(found, host="pacs1",
                         recorded="2026-12-01T00:00:00Z")
     assert out["problems"] == []
@@ -121,6 +125,7 @@ def test_pacs_baseline_records_counts_and_the_first_study_as_canary():
     assert base["canary"] == {"study_instance_uid": "1.2.3", "sop_instance_uids": ["1.2.3.1", "1.2.3.2"],
                               "count": 2, "truncated": False}
     assert base["version"] == "1.10.1" and base["database_version"] == 6 and base["echo_ms"] == 3.2
+    assert base["sop_instance_uids"] == ARCHIVE["sop_instance_uids"] and base["last_change"] == 700
     # what compare checks afterwards accepts this baseline as it is
     assert canary_record(CANARY_FIND, base["canary"])["status"] == "passed"
     assert counts_record(INFO_OK, base["counts"])["status"] == "passed"
@@ -130,21 +135,25 @@ def test_pacs_baseline_names_every_problem_with_its_fix():
     out = pacs_baseline({"echo": {"failed": True, "msg": "connection refused"},
                          "info": {"failed": True, "msg": "401 Unauthorized"},
                          "studies": {"failed": True, "msg": "association rejected"},
-                         "canary": {"skipped": True}}, canary_study_uid="9.9.9")
+                         "canary": {"skipped": True}, "archive": {"failed": True, "msg": "timeout"}},
+                        canary_study_uid="9.9.9")
     problems = " | ".join(out["problems"])
     assert "C-ECHO failed: connection refused (check endpoint_host, endpoint_dicom_port" in problems
     assert "Orthanc REST failed: 401 Unauthorized (check endpoint_rest_url" in problems
     assert "study-level C-FIND failed: association rejected" in problems
     assert "IMAGE-level C-FIND of the canary study failed" in problems
+    assert "listing the archive's instances failed: timeout" in problems
     assert out["baseline"]["counts"]["instances"] is None and out["baseline"]["version"] is None
 
 
 def test_pacs_baseline_refuses_an_unknown_or_too_large_canary():
-    missing = pacs_baseline({"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": {"count": 0}},
+    missing = pacs_baseline({"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": {"count": 0},
+                             "archive": ARCHIVE},
                             canary_study_uid="9.9.9")
     assert missing["problems"] == ['dicom_verify_canary_study_uid 9.9.9 is not on the PACS: set it to a study that '
                                    'exists, or to "" for the first one']
-    truncated = {"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": dict(CANARY_FIND, truncated=True)}
+    truncated = {"echo": ECHO_OK, "info": INFO_OK, "studies": STUDIES_FIND, "canary": dict(CANARY_FIND, truncated=True),
+                 "archive": ARCHIVE}
     big = pacs_baseline(truncated,
                         canary_max_instances=2)
     assert "more than 2 instances: raise dicom_verify_canary_max_instances" in big["problems"][0]
@@ -152,7 +161,8 @@ def test_pacs_baseline_refuses_an_unknown_or_too_large_canary():
 
 def test_pacs_baseline_of_an_empty_archive_has_no_canary_and_no_problem():
     out = pacs_baseline({"echo": ECHO_OK, "info": dict(INFO_OK, statistics={"instances": 0}),
-                         "studies": {"count": 0, "identifiers": []}, "canary": {"skipped": True}})
+                         "studies": {"count": 0, "identifiers": []}, "canary": {"skipped": True},
+                         "archive": {"last_change": 0, "instances": 0, "sop_instance_uids": []}})
     assert out["problems"] == [] and out["baseline"]["canary"]["study_instance_uid"] == ""
 
 
@@ -177,12 +187,42 @@ def test_canary_record_all_present_missing_and_failed_query():
     assert canary_record(found, {"sop_instance_uids": []})["status"] == "failed"
 
 
-def test_counts_record_equal_and_different():
+def test_counts_may_grow_on_a_live_pacs_but_never_shrink():
     base = {"patients": 10, "studies": 20, "series": 60, "instances": 600}
     assert counts_record({"statistics": dict(base, disk_size_mb=5)}, base)["status"] == "passed"
+    grown = counts_record({"statistics": dict(base, instances=610, studies=22)}, base)
+    assert grown["status"] == "passed" and grown["check"] == "counts_not_lower"
+    assert grown["message"] == "no count is lower than the baseline; arrived since: 2 studies, 10 instances"
     record = counts_record({"statistics": dict(base, instances=599)}, base)
     assert record["status"] == "failed"
-    assert record["message"] == "counts differ from the baseline: instances 600 -> 599"
+    assert record["message"] == "counts are lower than the baseline: instances 600 -> 599"
+
+
+def test_archive_record_compares_sets():
+    now = {"sop_instance_uids": ["a", "b", "c", "d"], "instances": 4}
+    ok = archive_record(now, ["a", "b"])
+    assert ok["status"] == "passed" and ok["check"] == "instances_preserved"
+    assert ok["message"] == "all 2 instances of the baseline present; 2 arrived since"
+    assert ok["details"]["arrived_sample"] == ["c", "d"]
+    lost = archive_record({"sop_instance_uids": ["a", "c"]}, ["a", "b"])
+    assert lost["status"] == "failed" and lost["message"] == "1 of 2 instances of the baseline are missing"
+    assert lost["details"]["missing_sample"] == ["b"]
+    redelivered = archive_record(now, ["a"], ["c", "x"])
+    assert redelivered["status"] == "failed"
+    assert redelivered["message"] == "1 of 2 re-delivered instances are missing"
+    both = archive_record(now, ["a"], ["c", "d"])
+    assert both["message"] == ("all 1 instances of the baseline present, all 2 re-delivered instances present; "
+                               "1 arrived since")
+    assert archive_record({"failed": True, "msg": "x"}, ["a"])["status"] == "failed"
+    assert archive_record(now, [])["message"] == "the baseline has no instance list to compare with"
+
+
+def test_readback_record():
+    assert readback_record({"checked": 50, "instances": 600, "mismatched": []})["status"] == "passed"
+    bad = readback_record({"failed": True, "msg": "1 of 50 stored files read back differ", "checked": 50,
+                           "mismatched": [{"id": "x"}]})
+    assert bad["status"] == "failed" and bad["details"]["mismatched"] == [{"id": "x"}]
+    assert readback_record({"skipped": True})["status"] == "failed"
 
 
 def test_version_record():

@@ -149,3 +149,35 @@ def test_bad_arguments_say_what_to_fix(orthanc, module_runner, args, words):
 def test_wrong_password_is_named(orthanc, module_runner):
     result = module_runner(pacs_archive, rest(orthanc, password="not-the-password"))
     assert result["failed"] is True and "401 Unauthorized: wrong credentials" in result["msg"]
+
+
+def test_stored_files_newer_than_a_mark_are_described_and_redelivered(orthanc, empty_orthanc, module_runner,
+                                                                       tmp_path):
+    """The path for a PACS whose API no longer answers: its stored files written after a marker."""
+    import shutil
+    import time
+    import zlib
+
+    marker = tmp_path / "mark"
+    marker.write_text("mark")
+    time.sleep(1.1)  # file times have whole-second granularity on some file systems
+    sent = send(orthanc, tmp_path, 3)
+    files = tmp_path / "kept" / "files"
+    for path in orthanc.storage_dir.rglob("*"):
+        if path.is_file() and not path.name.startswith("index") and path.stat().st_mtime > marker.stat().st_mtime:
+            target = files / path.relative_to(orthanc.storage_dir)  # the storage layout, as tar keeps it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    # one stored file as Orthanc's StorageCompression writes it: 8 bytes of size, then zlib
+    first = next(p for p in sorted(files.rglob("*")) if p.is_file())
+    plain = first.read_bytes()
+    first.write_bytes(len(plain).to_bytes(8, "little") + zlib.compress(plain))
+    (files / "not-dicom").write_bytes(b"\x00" * 300)
+    described = module_runner(pacs_archive, rest(orthanc, state="describe", src=str(files),
+                                                 dest=str(tmp_path / "kept")))
+    assert not described.get("failed"), described.get("msg")
+    assert sorted(e["sop_instance_uid"] for e in described["exported"]) == sorted(sent)
+    assert [u["file"] for u in described["unreadable"]] == ["not-dicom"]
+    imported = module_runner(pacs_archive, rest(empty_orthanc, state="import", src=str(tmp_path / "kept")))
+    assert not imported.get("failed"), imported.get("msg")
+    assert sorted(d["sop_instance_uid"] for d in imported["delivered"]) == sorted(sent)

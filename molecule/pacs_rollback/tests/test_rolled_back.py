@@ -25,6 +25,23 @@ def test_every_seeded_instance_is_intact():
     assert not missing and not different, f"missing {missing[:3]}, different {different[:3]}"
 
 
+def test_every_store_the_pacs_acknowledged_during_the_run_is_there_after_the_rollback():
+    """Acknowledged after the snapshot by 1.10.1 (before the switch) and by 1.12.7 (after it): all kept."""
+    acknowledged, missing = testlib.acknowledged_but_missing(REST)
+    assert acknowledged >= 100, f"the sender got only {acknowledged} acknowledgements: see sender.log"
+    assert not missing, f"{len(missing)} of {acknowledged} acknowledged instances are gone, e.g. {missing[:3]}"
+
+
+def test_what_arrived_after_the_snapshot_was_kept_redelivered_and_proven():
+    run = testlib.evidence_files(HOST)[0]
+    assert run["preserved"]["count"] > 0 and run["preserved"]["method"] == "stored_files", run["preserved"]
+    assert len(run["redelivered"]["delivered"]) == int(run["preserved"]["count"])
+    assert run["redelivered"]["not_delivered"] == []
+    after = {r["check"]: r for r in run["rollback_verification"]}
+    assert after["instances_preserved"]["status"] == "passed"
+    assert after["instances_preserved"]["details"]["redelivered_expected"] == int(run["preserved"]["count"])
+
+
 def test_stored_files_are_byte_for_byte_the_same(host):
     recorded, changed = testlib.storage_changes(host, HOST)
     assert recorded == 600

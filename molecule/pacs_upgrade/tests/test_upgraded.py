@@ -33,6 +33,19 @@ def test_every_seeded_instance_is_present_with_the_same_dataset():
     assert not different, f"{len(different)} instances differ from the seed, e.g. {different[:3]}"
 
 
+def test_every_store_the_pacs_acknowledged_during_the_run_is_there():
+    """A modality stored every 200 ms through the whole converge (and its idempotence run)."""
+    acknowledged, missing = testlib.acknowledged_but_missing(REST)
+    assert acknowledged >= 100, f"the sender got only {acknowledged} acknowledgements: see sender.log"
+    assert not missing, f"{len(missing)} of {acknowledged} acknowledged instances are gone, e.g. {missing[:3]}"
+
+
+def test_the_verification_saw_the_instances_that_arrived():
+    upgraded = testlib.evidence_files(HOST)[0]
+    preserved = next(r for r in upgraded["verification"] if r["check"] == "instances_preserved")
+    assert preserved["details"]["missing"] == 0 and preserved["details"]["arrived"] > 0, preserved
+
+
 def test_stored_files_are_byte_for_byte_the_same(host):
     recorded, changed = testlib.storage_changes(host, HOST)
     assert recorded == 600
@@ -49,8 +62,8 @@ def test_evidence_of_the_upgrade_then_of_the_idempotent_run():
     assert upgraded["snapshot"]["id"]
     assert 0 < float(upgraded["timings"]["switch_downtime_s"]) < 300
     checks = {r["check"]: r["status"] for r in upgraded["verification"]}
-    for name in ("dicom_echo", "pacs_info", "dicom_query_studies", "dicom_roundtrip", "canary_instances",
-                 "counts_unchanged", "version_is_expected"):
+    for name in ("dicom_echo", "pacs_info", "dicom_query_studies", "dicom_roundtrip", "instances_preserved",
+                 "stored_files_read_back", "canary_instances", "counts_not_lower", "version_is_expected"):
         assert checks.get(name) == "passed", (name, checks)
     assert upgraded["failed_step"] is None
 

@@ -9,6 +9,10 @@ For each repeat it:
 3. recreates pacs1 again and runs the same upgrade with an injected fault (a verification
    the new version cannot pass, ``bench/fault_pacs1.yml``), so that it rolls back.
 
+Through every run a synthetic modality (``tools/modality_sender.py``) stores an instance every
+200 ms; afterwards every store the PACS acknowledged is looked up on it (goal: none lost).
+``--no-sender`` runs without it.
+
 It reports, per run and as medians over the repeats: the longest and the total time the
 PACS did not answer C-ECHO, the upgrade's wall time, the switch downtime the playbook
 measured, and for the faulty run the rollback wall time and the time from the failed
@@ -129,10 +133,39 @@ def latest_evidence(since: float) -> dict:
     return json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text())
 
 
+def lab_rest():
+    """pacs1's REST API with the lab's (synthetic) credential, for counting what survived."""
+    import base64
+    import urllib.request
+
+    import yaml
+
+    vault = ROOT / "inventories/lab/group_vars/all/vault.yml"
+    password = yaml.safe_load(vault.read_text())["pacs_server_rest_password"]
+    token = base64.b64encode(f"cuadmin:{password}".encode()).decode()
+
+    def lookup(sop_uid: str) -> bool:
+        req = urllib.request.Request("http://127.0.0.1:18042/tools/lookup", data=sop_uid.encode(), method="POST")
+        req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the lab's loopback port
+            return any(f.get("Type") == "Instance" for f in json.loads(resp.read()))
+
+    return lookup
+
+
 def one_run(kind: str, logdir: Path, args) -> dict:
     fresh_pacs1(logdir)
     probe = EchoProbe(args.host, args.port, args.aet, args.calling_aet)
     probe.start()
+    sender = None
+    if args.sender:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from modality_sender import Sender, acknowledged
+
+        sent = logdir / f"{kind}-sent.jsonl"
+        sent.unlink(missing_ok=True)
+        sender = Sender(args.host, args.port, args.aet, "CUMODALITY", sent, interval=0.2, max_seconds=1800)
+        sender.start()
     time.sleep(1.0)
     extra = ["-i", "inventories/lab/hosts.yml", "-i", "bench/fault_pacs1.yml"] if kind == "rollback" else []
     started = time.time()
@@ -140,6 +173,14 @@ def one_run(kind: str, logdir: Path, args) -> dict:
                    logdir / f"{kind}.log")
     time.sleep(2.0)
     samples = probe.stop()
+    lost, acked = None, None
+    if sender is not None:
+        sender.stop()
+        sender.join(timeout=30)
+        present = lab_rest()
+        acks = acknowledged(sent)
+        acked = len(acks)
+        lost = sum(1 for a in acks if not present(a["sop_instance_uid"]))
     evidence = latest_evidence(started)
     spans = outages(samples)
     result = {
@@ -153,6 +194,8 @@ def one_run(kind: str, logdir: Path, args) -> dict:
         "outages": len(spans),
         "switch_downtime_s": evidence["timings"].get("switch_downtime_s"),
         "switch_phases": (evidence.get("switch") or {}).get("phases"),
+        "acknowledged_stores": acked,
+        "acknowledged_lost": lost,
     }
     if kind == "rollback":
         failed_at = evidence["timings"].get("rollback_started_epoch")
@@ -178,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["upgrade", "rollback"], help="run one kind only")
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--check-goal", action="store_true", help="exit 1 when a median misses its goal")
+    parser.add_argument("--no-sender", dest="sender", action="store_false",
+                        help="no modality storing every 200 ms during the runs (the default sends)")
     args = parser.parse_args(argv)
 
     logdir = RESULTS / "bench-upgrade"
@@ -201,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             "median_total_unavailable_s": median([r["total_unavailable_s"] for r in up]),
             "median_wall_s": median([r["wall_s"] for r in up]),
             "median_switch_downtime_s": median([float(r["switch_downtime_s"]) for r in up if r["switch_downtime_s"]]),
+            "acknowledged_stores": sum(r["acknowledged_stores"] or 0 for r in up),
+            "acknowledged_lost": sum(r["acknowledged_lost"] or 0 for r in up),
         },
         "rollback": {
             "outcomes": [r["outcome"] for r in rb],
@@ -208,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             "median_rollback_wall_s": median([float(r["rollback_wall_s"]) for r in rb if r.get("rollback_wall_s")]),
             "median_back_after_failed_verification_s": median([r.get("back_after_failed_verification_s") for r in rb]),
             "median_longest_unavailable_s": median([r["longest_unavailable_s"] for r in rb]),
+            "acknowledged_stores": sum(r["acknowledged_stores"] or 0 for r in rb),
+            "acknowledged_lost": sum(r["acknowledged_lost"] or 0 for r in rb),
         },
+        "sender": args.sender,
         "goals": {"unavailable_s": GOAL_UNAVAILABLE_S, "back_after_failed_verification_s": GOAL_BACK_AFTER_FAILURE_S},
         "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
     }
@@ -228,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     back = summary["rollback"]["median_back_after_failed_verification_s"]
     if rb and (back is None or back > GOAL_BACK_AFTER_FAILURE_S):
         missed.append(f"median time back after a failed verification {back} s > {GOAL_BACK_AFTER_FAILURE_S} s")
+    for kind_runs, name in ((up, "upgrade"), (rb, "rollback")):
+        lost_total = sum(r["acknowledged_lost"] or 0 for r in kind_runs)
+        if lost_total:
+            missed.append(f"{lost_total} acknowledged stores lost through the {name} runs (goal 0)")
     for m in missed:
         print("goal missed:", m, file=sys.stderr)
     return 1 if (missed and args.check_goal) else 0

@@ -34,7 +34,7 @@ def test_every_store_the_pacs_acknowledged_during_the_run_is_there_after_the_rol
 
 def test_what_arrived_after_the_snapshot_was_kept_redelivered_and_proven():
     run = testlib.evidence_files(HOST)[0]
-    assert run["preserved"]["count"] > 0 and run["preserved"]["method"] == "stored_files", run["preserved"]
+    assert int(run["preserved"]["count"]) > 0 and run["preserved"]["method"] == "stored_files", run["preserved"]
     assert len(run["redelivered"]["delivered"]) == int(run["preserved"]["count"])
     assert run["redelivered"]["not_delivered"] == []
     after = {r["check"]: r for r in run["rollback_verification"]}

@@ -7,7 +7,8 @@
 * ``OrthancClient(url, username, password, validate_certs, timeout)`` -- ``get`` (JSON), ``get_bytes``,
   ``post`` (JSON answer), ``delete``; every failure is an ``OrthancError`` whose message says what to fix
   (wrong credentials, refused connection, timeout, TLS, not an Orthanc API).
-* ``build_client(params)`` -- the one seam for the client, from the modules' common options.
+* ``build_client(params)`` -- the one seam for the client, from the modules' common options;
+  ``rest_params_error(params)`` -- what is wrong with those options before any request.
 
 Uses Ansible's ``open_url``: no extra Python library.
 """
@@ -159,6 +160,16 @@ class OrthancClient:
             raise OrthancError(
                 f"{full} did not answer with JSON: this is not an Orthanc REST API (check url)"
             ) from None
+
+
+def rest_params_error(params):
+    """The message for connection options that cannot work (checked before any request), else None."""
+    timeout = params.get("timeout")
+    if timeout is None or not 0 < timeout <= 3600 or timeout != timeout:
+        return "timeout must be a number of seconds greater than 0 and at most 3600"
+    if params.get("password") is not None and params.get("username") is None:
+        return "password is set but username is not; set both or neither"
+    return None
 
 
 def build_client(params):

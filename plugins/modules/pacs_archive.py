@@ -190,6 +190,7 @@ from ansible.module_utils.orthanc_rest import (
     build_client,
     display_url,
     rest_argument_spec,
+    rest_params_error,
 )
 
 PAGE = 1000
@@ -411,8 +412,9 @@ def run_module(module):
         module.fail_json(msg="since_change must be 0 or more", **result)
     if not 1 <= params["sample_size"] <= 100000:
         module.fail_json(msg="sample_size must be 1 to 100000", **result)
-    if params.get("password") is not None and params.get("username") is None:
-        module.fail_json(msg="password is set but username is not; set both or neither", **result)
+    error = rest_params_error(params)
+    if error:
+        module.fail_json(msg=error, **result)
     try:
         client = build_client(params)
         result["url"] = display_url(client.url)

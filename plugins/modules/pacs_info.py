@@ -180,6 +180,7 @@ from ansible.module_utils.orthanc_rest import (
     build_client,
     display_url,
     rest_argument_spec,
+    rest_params_error,
 )
 
 ACTIVE_JOB_STATES = ("Pending", "Running", "Paused", "Retry")
@@ -258,11 +259,9 @@ def run_module(module):
         url_password = None
     if url_password:
         module.no_log_values.add(url_password)
-    timeout = params.get("timeout")
-    if timeout is None or not 0 < timeout <= 3600 or timeout != timeout:
-        module.fail_json(msg="timeout must be a number of seconds greater than 0 and at most 3600", **result)
-    if params.get("password") is not None and params.get("username") is None:
-        module.fail_json(msg="password is set but username is not; set both or neither", **result)
+    error = rest_params_error(params)
+    if error:
+        module.fail_json(msg=error, **result)
     try:
         client = build_client(params)
         result["url"] = client.url

@@ -140,6 +140,8 @@ def test_import_says_loudly_what_it_could_not_redeliver(orthanc, module_runner, 
     ({"state": "import"}, "state=import needs src"),
     ({"since_change": -1}, "since_change must be 0 or more"),
     ({"state": "readback", "sample_size": 0}, "sample_size must be 1 to 100000"),
+    ({"timeout": 0}, "timeout must be a number of seconds greater than 0"),
+    ({"username": None}, "password is set but username is not"),
 ])
 def test_bad_arguments_say_what_to_fix(orthanc, module_runner, args, words):
     result = module_runner(pacs_archive, rest(orthanc, **args))

@@ -17,7 +17,8 @@ Pure functions of what the probes returned; tests in tests/unit/test_snapshot_fi
 - snapshot_podman_settings(inspect): from one ``podman container inspect`` entry (as
   containers.podman.podman_container_info returns it), what recreating the container takes: settings
   named as containers.podman.podman_container's options, named volumes, running, image id.
-- snapshot_podman_volumes(stat_results, export_dir): the recorded volume exports with their checksums.
+- snapshot_podman_volumes(stat_results, export_dir, link_results): the recorded volumes, exported (with
+  their checksums) or protected by hard links (with their link trees and manifests).
 - snapshot_podman_bad_exports(stat_results): exports that are missing or changed since the record.
 - snapshot_records(controller, host, hostname, now): one list of a host's records, the controller's
   copy first where both exist, each with ``age_s``, ``size_bytes`` and ``stored`` (where it was
@@ -207,16 +208,29 @@ def snapshot_podman_settings(inspect) -> dict:
     }
 
 
-def snapshot_podman_volumes(stat_results, export_dir) -> list[dict]:
-    """Recorded volumes from a registered ``stat`` loop over the settings' volumes."""
+def snapshot_podman_volumes(stat_results, export_dir, link_results=()) -> list[dict]:
+    """Recorded volumes: the exports from a registered ``stat`` loop over the exported volumes, and the
+    write-once volumes protected by hard links from the registered ``snapshot_links`` loop."""
     out = []
     for result in stat_results or []:
         st = result.get("stat") or {}
         out.append({
             **result["item"],
+            "method": "export",
             "export": f"{str(export_dir).rstrip('/')}/{result['item']['name']}.tar",
             "sha256": st.get("checksum", ""),
             "bytes": st.get("size", 0),
+        })
+    for result in link_results or []:
+        volume = result["item"]["item"]
+        out.append({
+            **volume,
+            "method": "link",
+            "links": result.get("invocation", {}).get("module_args", {}).get("dest", ""),
+            "manifest": result.get("invocation", {}).get("module_args", {}).get("manifest", ""),
+            "files": result.get("files", 0),
+            "linked_bytes": result.get("bytes", 0),
+            "bytes": result.get("manifest_bytes", 0),
         })
     return out
 
@@ -225,7 +239,8 @@ def snapshot_podman_bad_exports(stat_results) -> list[str]:
     return [
         r["item"]["export"]
         for r in stat_results or []
-        if (r.get("stat") or {}).get("checksum", "") != r["item"].get("sha256")
+        if r["item"].get("method", "export") == "export"
+        and (r.get("stat") or {}).get("checksum", "") != r["item"].get("sha256")
     ]
 
 

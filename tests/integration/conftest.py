@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ def snaptest_container():
     port = 20000 + secrets.randbelow(20000)
     labels = {"org.clinical-upgrade.snaptest": "true", "org.clinical-upgrade.host": "snaphost"}
     podman("volume", "create", volume)
+    mountpoint = Path(podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip())
+    links = mountpoint.parents[3] / "clinical-upgrade-links" / "snaptest-host"  # the link trees' default place
     args = ["run", "-d", "--name", name, "--systemd=always", "--hostname", "snaphost",
             "-p", f"127.0.0.1:{port}:8042", "-v", f"{volume}:/srv/vol"]
     for key, value in labels.items():
@@ -84,6 +87,7 @@ def snaptest_container():
     finally:
         podman("rm", "-f", "-t", "0", name, check=False)
         podman("volume", "rm", "-f", volume, check=False)
+        shutil.rmtree(links, ignore_errors=True)
         images = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
                         "reference=localhost/cu-snapshot/*", check=False).stdout.split()
         for image in images:

@@ -149,3 +149,52 @@ def test_podman_list_revert_and_remove_from_the_hosts_copy_without_the_controlle
     assert pexec(c.name, f"test -e {record_on_host}", check=False).returncode == 1
     assert podman("image", "exists", "localhost/cu-snapshot/snaptest-host:s1", check=False).returncode == 1
     assert not (tmp_path / "exports" / "snaptest-host" / "s1").exists()
+
+
+def test_podman_write_once_volume_is_protected_by_links_and_restored_exactly(snaptest_container, run_playbook):
+    """A PACS-like storage volume: files written once. The snapshot links them (no export, no bytes copied),
+    commits after the pause; the revert removes what was stored after it and links back what was deleted."""
+    c = snaptest_container
+    hv = host_vars(c, snapshot_podman_link_volumes=[c.volume], snapshot_podman_commit_paused=False)
+    pexec(c.name, "mkdir -p /srv/vol/ab/cd && head -c 200000 /dev/urandom > /srv/vol/ab/cd/one "
+                  "&& printf two > /srv/vol/ab/cd/two && ln -s ab/cd/one /srv/vol/latest")
+    inode = pexec(c.name, "stat -c %i /srv/vol/ab/cd/one").stdout.strip()
+    digest = pexec(c.name, "sha256sum /srv/vol/ab/cd/one").stdout.split()[0]
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "w1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"export of volume {c.volume}" not in proc.stdout
+    podman_record = facts["snapshot_record"]["podman"]
+    assert podman_record["commit_paused"] is False
+    [volume] = podman_record["volumes"]
+    assert volume["method"] == "link" and volume["files"] == 2 and volume["linked_bytes"] == 200003
+    assert 0 < volume["bytes"] < 2000, "a linked volume costs its manifest only"
+    links = Path(volume["links"])
+    assert links.parts[-3:] == ("snaptest-host", "w1", c.volume)
+    assert str(links.stat().st_ino) and (links / "ab" / "cd" / "one").stat().st_ino == int(inode)
+
+    # after the snapshot: a new study arrives, one is deleted, the system changes
+    pexec(c.name, "mkdir -p /srv/vol/ef && printf new > /srv/vol/ef/new && rm /srv/vol/ab/cd/one && touch /root/m")
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "w1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pexec(c.name, "test -e /srv/vol/ef/new || test -e /srv/vol/ef", check=False).returncode == 1
+    assert pexec(c.name, "stat -c %i /srv/vol/ab/cd/one").stdout.strip() == inode
+    assert pexec(c.name, "sha256sum /srv/vol/ab/cd/one").stdout.split()[0] == digest
+    assert pexec(c.name, "cat /srv/vol/ab/cd/two && readlink /srv/vol/latest").stdout == "twoab/cd/one\n"
+    assert pexec(c.name, "test -e /root/m", check=False).returncode == 1
+
+    # a protected file rewritten in place: the snapshot refuses to restore, and changes nothing
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "w2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pexec(c.name, "printf changed >> /srv/vol/ab/cd/two && printf new > /srv/vol/after")
+    before = inspect(c.name)["Id"]
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "w2"})
+    assert proc.returncode != 0
+    assert "ab/cd/two: rewritten in place" in proc.stdout and "nothing was changed" in proc.stdout
+    assert inspect(c.name)["Id"] == before and pexec(c.name, "cat /srv/vol/after").stdout == "new"
+
+    for snap in ("w1", "w2"):
+        proc, facts = run_playbook("snapshot_action.yml", hv,
+                                   {"snaptest_action": "remove", "snapshot_id": snap, "snapshot_keep": False})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not links.exists() and not links.parent.exists()
+    assert pexec(c.name, "sha256sum /srv/vol/ab/cd/one").stdout.split()[0] == digest  # the live files stay

@@ -156,13 +156,29 @@ def test_podman_volumes_and_bad_exports():
             {"item": {"name": "v2", "destination": "/x"}, "stat": {"exists": False}}]
     volumes = snapshot_podman_volumes(stat, "/reg/h/s1/")
     assert volumes == [
-        {"name": "v1", "destination": "/srv", "export": "/reg/h/s1/v1.tar", "sha256": "ab", "bytes": 10},
-        {"name": "v2", "destination": "/x", "export": "/reg/h/s1/v2.tar", "sha256": "", "bytes": 0},
+        {"name": "v1", "destination": "/srv", "method": "export", "export": "/reg/h/s1/v1.tar", "sha256": "ab",
+         "bytes": 10},
+        {"name": "v2", "destination": "/x", "method": "export", "export": "/reg/h/s1/v2.tar", "sha256": "",
+         "bytes": 0},
     ]
     check = [{"item": volumes[0], "stat": {"exists": True, "checksum": "ab"}},
              {"item": volumes[0], "stat": {"exists": True, "checksum": "changed"}},
              {"item": volumes[0], "stat": {"exists": False}}]
     assert snapshot_podman_bad_exports(check) == ["/reg/h/s1/v1.tar", "/reg/h/s1/v1.tar"]
+
+
+def test_podman_volumes_protected_by_links_count_only_their_manifest():
+    linked = [{"item": {"item": {"name": "store", "destination": "/var/lib/orthanc/db-v6"}},
+               "invocation": {"module_args": {"dest": "/reg/h/s1/store", "manifest": "/reg/h/s1/store.links.json"}},
+               "files": 10000, "bytes": 5_000_000_000, "manifest_bytes": 700_000}]
+    volumes = snapshot_podman_volumes([], "/reg/h/s1", linked)
+    assert volumes == [{"name": "store", "destination": "/var/lib/orthanc/db-v6", "method": "link",
+                        "links": "/reg/h/s1/store", "manifest": "/reg/h/s1/store.links.json", "files": 10000,
+                        "linked_bytes": 5_000_000_000, "bytes": 700_000}]
+    # a linked volume has no export to check; a record written before the link method has no method
+    legacy = {"name": "v1", "export": "/reg/h/s1/v1.tar", "sha256": "ab"}
+    assert snapshot_podman_bad_exports([{"item": volumes[0], "stat": {"exists": False}},
+                                        {"item": legacy, "stat": {"exists": False}}]) == ["/reg/h/s1/v1.tar"]
 
 
 INSPECT = {

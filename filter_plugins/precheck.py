@@ -16,6 +16,11 @@ message saying what is wrong and what to change; the role's assert joins them.
 - disk_plan(mounts, needs, margin_pct): per filesystem, MB needed (with margin) and available, from
   mount facts (``ansible_facts.mounts`` or ``mount_facts``' ``aggregate_mounts``/``mount_points``).
 - disk_problems(plan, host, product, target_version, target_entry, du): PRE-004.
+- precheck_discovery(discovered, source): PRE-005, the product's discover result with the versions as text
+  ("" when not read) and a problem for a version that is missing although nothing says why.
+- upgrade_needed(current, target, target_entry): False only when both versions are read and equal.
+- target_problems(catalogue, product, current, target, allow_downgrade, discovered, host): PRE-006.
+- target_summary(current, target): PRE-006's message when it passes (never raises).
 - precheck_record(result, check_id, title): one record of precheck_results from a registered assert.
 """
 
@@ -24,13 +29,19 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import os
 import posixpath
 import re
+import sys
 
 try:
     from ansible.errors import AnsibleFilterError
 except ImportError:  # pragma: no cover
     AnsibleFilterError = ValueError
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from versions import compare_debian, upgrade_path_error  # noqa: E402
 
 
 def du_total_mb(stdout) -> float:
@@ -153,6 +164,102 @@ def reboot_problems(reboot_flag, reboot_pkgs=None, needrestart=None) -> list[str
     if _int(kernel_status) in (2, 3):
         problems.append(f"needrestart reports a newer kernel than the running one (NEEDRESTART-KSTA: {kernel_status})")
     return problems
+
+
+# --------------------------------------------------------------------------- PRE-005, PRE-006
+
+
+def _version_text(value) -> str:
+    """A discovered version as text: "" when it was not read (None, "", blanks, not a scalar)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    return str(value).strip()
+
+
+def precheck_discovery(discovered, source="the discover entry point") -> dict:
+    """PRE-005: the product's discover result as the precheck uses it.
+
+    version and package_version become text ("" = not read: None and blanks too, so that no later
+    comparison meets a version it cannot parse); problems becomes a list of strings, and gets one
+    when the version is missing although the entry point reported nothing. source (the entry point,
+    e.g. "pacs_server discover") is kept for the messages of PRE-006.
+    """
+    record = dict(discovered) if isinstance(discovered, dict) else {}
+    problems = record.get("problems")
+    if isinstance(problems, (list, tuple)):
+        problems = [str(p) for p in problems if str(p).strip()]
+    else:
+        problems = [str(problems)] if problems not in (None, "") else []
+    version = _version_text(record.get("version"))
+    if not version and not problems:
+        problems.append(
+            f"{source} returned no version (got {record.get('version')!r}) and no problem saying why: "
+            "check that it reads the running version"
+        )
+    record.update(
+        version=version,
+        package_version=_version_text(record.get("package_version")),
+        problems=problems,
+        source=source,
+    )
+    return record
+
+
+def upgrade_needed(current, target, target_entry=None) -> bool:
+    """False only when the current version is read, the target is catalogued and both are the same version.
+
+    An unknown or unparsable current version counts as needing the upgrade: PRE-006 then says why it
+    cannot go ahead (nothing here raises).
+    """
+    current, target = _version_text(current), _version_text(target)
+    if not target_entry or not current or not target:
+        return True
+    try:
+        return compare_debian(current, target) != 0
+    except ValueError:
+        return True
+
+
+def target_problems(catalogue, product, current, target, allow_downgrade=False, discovered=None, host="the host"):
+    """PRE-006: the catalogue allows current -> target; an unread current version is a finding, not an error.
+
+    discovered: the result of precheck_discovery (what the discover step looked at and found).
+    """
+    current_text = _version_text(current)
+    if current_text:
+        error = upgrade_path_error(catalogue, product, current_text, target, allow_downgrade)
+        return [error] if error else []
+    # The product and the target are checked all the same: from current == target only their own errors remain.
+    target_error = upgrade_path_error(catalogue, product, target, target)
+    found = discovered if isinstance(discovered, dict) else {}
+    package = _get(found, "package") or product
+    source = _get(found, "source") or "the discover entry point"
+    reported = [str(p) for p in _get(found, "problems") or [] if str(p).strip()]
+    return ([target_error] if target_error else []) + [
+        f"cannot check the upgrade path to {product} {target}: the installed version of {product} on {host} "
+        f"could not be read (the version discovered is empty). {source} (PRE-005) looked at the running {product}'s "
+        f"API and the installed package {package} and found: "
+        + ("; ".join(reported) if reported else "no version and no problem")
+        + f". Fix that first: check that package {package} is installed on {host} (dpkg -l {package}) and that "
+        f"{product} runs and answers on its API (for the PACS: REST at endpoint_rest_url, with "
+        "pacs_server_rest_user/pacs_server_rest_password), then run the precheck again"
+    ]
+
+
+def target_summary(current, target) -> str:
+    """PRE-006's message when it passed: already at the target, an upgrade path or an allowed downgrade."""
+    current, target = _version_text(current), _version_text(target)
+    if not current:
+        return f"the current version is unknown; target {target}"
+    try:
+        order = compare_debian(current, target)
+    except ValueError:
+        return f"{current} -> {target}"
+    if order == 0:
+        return f"already at {target}: nothing to upgrade"
+    if order > 0:
+        return f"{current} -> {target} is a catalogued downgrade, allowed by pacs_server_allow_downgrade"
+    return f"{current} -> {target} is a catalogued upgrade path"
 
 
 # --------------------------------------------------------------------------- PRE-004
@@ -316,4 +423,8 @@ class FilterModule:
             "memory_problems": memory_problems,
             "reboot_problems": reboot_problems,
             "precheck_record": precheck_record,
+            "precheck_discovery": precheck_discovery,
+            "upgrade_needed": upgrade_needed,
+            "target_problems": target_problems,
+            "target_summary": target_summary,
         }

@@ -15,7 +15,15 @@ message saying what is wrong and what to change; the role's assert joins them.
 - apt_download_mb(stdout): MB apt would download, from ``apt-get install --print-uris -qq``.
 - disk_plan(mounts, needs, margin_pct): per filesystem, MB needed (with margin) and available, from
   mount facts (``ansible_facts.mounts`` or ``mount_facts``' ``aggregate_mounts``/``mount_points``).
-- disk_problems(plan, host, product, target_version, target_entry, du): PRE-004.
+- podman_volume_paths(inspect), podman_snapshot_estimate(inspect, du, records, graph_root, export_dir, linked):
+  PRE-004 for provider podman, what one more snapshot keeps on the controller (image layer, volume exports).
+- disk_plan_merge(plan, other): two plans (the host's, the controller's) as one, the tightest first.
+- disk_problems(plan, host, product, target_version, target_entry, du, snapshot): PRE-004.
+- precheck_discovery(discovered, source): PRE-005, the product's discover result with the versions as text
+  ("" when not read) and a problem for a version that is missing although nothing says why.
+- upgrade_needed(current, target, target_entry): False only when both versions are read and equal.
+- target_problems(catalogue, product, current, target, allow_downgrade, discovered, host): PRE-006.
+- target_summary(current, target): PRE-006's message when it passes (never raises).
 - precheck_record(result, check_id, title): one record of precheck_results from a registered assert.
 """
 
@@ -23,14 +31,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
+import os
 import posixpath
 import re
+import sys
 
 try:
     from ansible.errors import AnsibleFilterError
 except ImportError:  # pragma: no cover
     AnsibleFilterError = ValueError
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from versions import compare_debian, upgrade_path_error  # noqa: E402
 
 
 def du_total_mb(stdout) -> float:
@@ -155,6 +170,102 @@ def reboot_problems(reboot_flag, reboot_pkgs=None, needrestart=None) -> list[str
     return problems
 
 
+# --------------------------------------------------------------------------- PRE-005, PRE-006
+
+
+def _version_text(value) -> str:
+    """A discovered version as text: "" when it was not read (None, "", blanks, not a scalar)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    return str(value).strip()
+
+
+def precheck_discovery(discovered, source="the discover entry point") -> dict:
+    """PRE-005: the product's discover result as the precheck uses it.
+
+    version and package_version become text ("" = not read: None and blanks too, so that no later
+    comparison meets a version it cannot parse); problems becomes a list of strings, and gets one
+    when the version is missing although the entry point reported nothing. source (the entry point,
+    e.g. "pacs_server discover") is kept for the messages of PRE-006.
+    """
+    record = dict(discovered) if isinstance(discovered, dict) else {}
+    problems = record.get("problems")
+    if isinstance(problems, (list, tuple)):
+        problems = [str(p) for p in problems if str(p).strip()]
+    else:
+        problems = [str(problems)] if problems not in (None, "") else []
+    version = _version_text(record.get("version"))
+    if not version and not problems:
+        problems.append(
+            f"{source} returned no version (got {record.get('version')!r}) and no problem saying why: "
+            "check that it reads the running version"
+        )
+    record.update(
+        version=version,
+        package_version=_version_text(record.get("package_version")),
+        problems=problems,
+        source=source,
+    )
+    return record
+
+
+def upgrade_needed(current, target, target_entry=None) -> bool:
+    """False only when the current version is read, the target is catalogued and both are the same version.
+
+    An unknown or unparsable current version counts as needing the upgrade: PRE-006 then says why it
+    cannot go ahead (nothing here raises).
+    """
+    current, target = _version_text(current), _version_text(target)
+    if not target_entry or not current or not target:
+        return True
+    try:
+        return compare_debian(current, target) != 0
+    except ValueError:
+        return True
+
+
+def target_problems(catalogue, product, current, target, allow_downgrade=False, discovered=None, host="the host"):
+    """PRE-006: the catalogue allows current -> target; an unread current version is a finding, not an error.
+
+    discovered: the result of precheck_discovery (what the discover step looked at and found).
+    """
+    current_text = _version_text(current)
+    if current_text:
+        error = upgrade_path_error(catalogue, product, current_text, target, allow_downgrade)
+        return [error] if error else []
+    # The product and the target are checked all the same: from current == target only their own errors remain.
+    target_error = upgrade_path_error(catalogue, product, target, target)
+    found = discovered if isinstance(discovered, dict) else {}
+    package = _get(found, "package") or product
+    source = _get(found, "source") or "the discover entry point"
+    reported = [str(p) for p in _get(found, "problems") or [] if str(p).strip()]
+    return ([target_error] if target_error else []) + [
+        f"cannot check the upgrade path to {product} {target}: the installed version of {product} on {host} "
+        f"could not be read (the version discovered is empty). {source} (PRE-005) looked at the running {product}'s "
+        f"API and the installed package {package} and found: "
+        + ("; ".join(reported) if reported else "no version and no problem")
+        + f". Fix that first: check that package {package} is installed on {host} (dpkg -l {package}) and that "
+        f"{product} runs and answers on its API (for the PACS: REST at endpoint_rest_url, with "
+        "pacs_server_rest_user/pacs_server_rest_password), then run the precheck again"
+    ]
+
+
+def target_summary(current, target) -> str:
+    """PRE-006's message when it passed: already at the target, an upgrade path or an allowed downgrade."""
+    current, target = _version_text(current), _version_text(target)
+    if not current:
+        return f"the current version is unknown; target {target}"
+    try:
+        order = compare_debian(current, target)
+    except ValueError:
+        return f"{current} -> {target}"
+    if order == 0:
+        return f"already at {target}: nothing to upgrade"
+    if order > 0:
+        return f"{current} -> {target} is a catalogued downgrade, allowed by pacs_server_allow_downgrade"
+    return f"{current} -> {target} is a catalogued upgrade path"
+
+
 # --------------------------------------------------------------------------- PRE-004
 
 
@@ -194,7 +305,7 @@ def _mount_of(path: str, table: list[dict]):
     return best
 
 
-def disk_plan(mounts, needs, margin_pct=20) -> list[dict]:
+def disk_plan(mounts, needs, margin_pct=20, where="") -> list[dict]:
     """Group needs by filesystem and compare with the free space the mount facts report.
 
     mounts: ``ansible_facts.mounts``, or ``aggregate_mounts``/``mount_points`` of ansible.builtin.mount_facts
@@ -205,7 +316,8 @@ def disk_plan(mounts, needs, margin_pct=20) -> list[dict]:
 
     Returns one dict per filesystem, unknown free space and then the least headroom first: mount,
     mounts, device, what (list), needed_mb (margin included, rounded up), available_mb (None when the
-    facts do not say), ok, message.
+    facts do not say), ok, message. where (e.g. "the controller"), when given, says whose mounts these
+    are: each entry gets it as ``where`` and its message starts with "on <where>, ".
     """
     if not isinstance(needs, list) or not all(isinstance(n, dict) for n in needs):
         raise AnsibleFilterError("disk_plan: needs must be a list of {path, what, mb}")
@@ -258,36 +370,200 @@ def disk_plan(mounts, needs, margin_pct=20) -> list[dict]:
                 f"{', '.join(entry['mounts'])} ({entry['device']}): needed {needed} MB for {' + '.join(entry['what'])} "
                 f"+ {margin_pct}% margin, available {entry['available_mb']} MB"
             )
+        if where:
+            entry["where"] = where
+            entry["message"] = f"on {where}, {entry['message']}"
         out.append(entry)
     # Unknown free space first, then the tightest filesystem (least headroom).
+    return _tightest_first(out)
+
+
+def _tightest_first(plan: list[dict]) -> list[dict]:
+    """Unknown free space first, then the least headroom."""
     return sorted(
-        out, key=lambda e: (e["available_mb"] is not None, (e["available_mb"] or 0) - e["needed_mb"])
+        plan, key=lambda e: (e["available_mb"] is not None, (e["available_mb"] or 0) - e["needed_mb"])
     )
 
 
-def disk_problems(plan, host, product, target_version, target_entry, du=None) -> list[str]:
-    """PRE-004: du failed, free space unknown, packages not catalogued, not enough free disk."""
+def disk_plan_merge(plan, other) -> list[dict]:
+    """Two disk plans (e.g. the host's and the controller's) as one, unknown free space and then the tightest first."""
+    return _tightest_first([e for e in (plan or []) + (other or []) if isinstance(e, dict)])
+
+
+def disk_problems(plan, host, product, target_version, target_entry, du=None, snapshot=None) -> list[str]:
+    """PRE-004: du failed, snapshot not sized, free space unknown, packages not catalogued, not enough free disk.
+
+    snapshot: podman_snapshot_estimate's result for provider podman (its problems are the sizing ones);
+    plan entries with a ``where`` (the controller's) are reported as such.
+    """
     problems = []
     if isinstance(du, dict) and not du.get("skipped") and _int(du.get("rc", 0)) != 0:
         problems.append(
             f"cannot measure the snapshot data: du failed: {str(du.get('stderr') or '').strip()} "
             "(check precheck_snapshot_paths)"
         )
+    problems.extend(str(p) for p in _get(snapshot, "problems", []) or [])
     plan = plan if isinstance(plan, list) else []
     for entry in plan:
         if entry.get("available_mb") is None:
-            problems.append(
-                f"cannot read the free space: {entry.get('message')} "
-                "(check precheck_snapshot_dest and precheck_package_cache_path)"
+            hint = (
+                "check precheck_snapshot_podman_export_dir and podman's graph root"
+                if entry.get("where")
+                else "check precheck_snapshot_dest and precheck_package_cache_path"
             )
+            problems.append(f"cannot read the free space: {entry.get('message')} ({hint})")
     if not target_entry:
         problems.append(
             f"cannot size the packages: target {target_version} is not in release_catalogue.{product} (see PRE-006)"
         )
     for entry in plan:
         if entry.get("available_mb") is not None and not entry.get("ok"):
-            problems.append(f"not enough free disk on {host} {entry.get('message')}")
+            on_host = "" if entry.get("where") else f"on {host} "
+            problems.append(f"not enough free disk {on_host}{entry.get('message')}")
     return problems
+
+
+# --------------------------------------------------------------------------- PRE-004, provider podman
+
+
+def _json(value):
+    """A parsed JSON value: value itself unless it is a string (then parsed; None when it is not JSON)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+def _podman_container(inspect) -> dict:
+    """The container's inspect data from the registered ``podman container inspect --size`` (or its JSON)."""
+    data = _json(inspect.get("stdout") if isinstance(inspect, dict) and "stdout" in inspect else inspect)
+    if isinstance(data, list):
+        data = data[0] if data else None
+    return data if isinstance(data, dict) else {}
+
+
+def podman_volume_paths(inspect) -> list[str]:
+    """Where the container's named volumes live on the controller (their Source), to measure with ``du -sk``."""
+    mounts = _podman_container(inspect).get("Mounts") or []
+    return [
+        str(m["Source"]) for m in mounts if isinstance(m, dict) and m.get("Type") == "volume" and m.get("Source")
+    ]
+
+
+def du_sizes_kb(stdout) -> dict:
+    """{path: KB} from the output of ``du -sk PATH...`` (one line per path)."""
+    sizes = {}
+    for line in str(stdout or "").splitlines():
+        kb, _, path = line.partition("\t")
+        if kb.strip().isdigit() and path:
+            sizes[path] = int(kb)
+    return sizes
+
+
+def _last_podman_record(records) -> dict:
+    """The newest podman snapshot record (by created) of a list of records (dicts or JSON text)."""
+    podman = [r for r in (_json(r) for r in records or []) if isinstance(r, dict) and isinstance(r.get("podman"), dict)]
+    podman = [r for r in podman if r.get("provider", "podman") == "podman" and not r.get("check_mode")]
+    return max(podman, key=lambda r: (str(r.get("created") or ""), str(r.get("id") or ""))) if podman else {}
+
+
+def _mb(size_bytes) -> float:
+    return round(_int(size_bytes) / 1048576.0, 1)
+
+
+def _volume_is_linked(volume: dict, linked) -> bool:
+    """True when the snapshot protects this named volume with hard links instead of exporting it.
+
+    Such a volume keeps ~0 bytes on the controller and counts 0 MB. The mark is the volume's name in
+    ``linked`` (the role passes none today) or ``linked: true`` on the volume (as the snapshot record may
+    say once the podman provider links volumes); everything else is exported as a tar and counted.
+    """
+    return bool(volume.get("linked")) or volume.get("name") in (linked or [])
+
+
+def podman_snapshot_estimate(inspect, du=None, records=None, graph_root="", export_dir="", linked=None) -> dict:
+    """PRE-004 for snapshot provider podman: what one more snapshot keeps on the controller.
+
+    A podman snapshot commits the container: the committed image's own layer is a copy of the container's
+    writable layer, written to podman's graph root (the layers below it are the container's image, already
+    there). Each named volume is exported as a tar to the export directory. So the estimate is:
+
+    - image layer: the container's writable layer now (``SizeRw`` of ``podman container inspect --size``);
+      when podman does not say, the ``layer_bytes`` of the host's last podman snapshot record. (Not the
+      image's ``image_bytes``: that counts the shared base layers too.)
+    - each named volume: ``du -sk`` of its directory now, else the ``bytes`` of its export in the last
+      record; 0 when it is linked (see _volume_is_linked).
+
+    inspect: registered ``podman container inspect --size <container>``; du: registered ``du -sk -- <volume
+    sources>`` (or skipped); records: the host's snapshot records (dicts or JSON text); graph_root: podman's
+    store.graphRoot; export_dir: snapshot_podman_export_dir. Returns {needs (for disk_plan), layer_mb,
+    layer_basis, volumes [{name, source, mb, basis, linked}], problems}.
+    """
+    container = _podman_container(inspect)
+    last = _last_podman_record(records)
+    last_podman = last.get("podman") or {}
+    last_name = f"snapshot {last.get('id')} of {last.get('created')}"
+    problems = []
+
+    size_rw = container.get("SizeRw")
+    if isinstance(size_rw, int) and not isinstance(size_rw, bool) and size_rw >= 0:
+        layer_mb, layer_basis = _mb(size_rw), "the container's writable layer now"
+    elif "layer_bytes" in last_podman:
+        layer_mb, layer_basis = _mb(last_podman["layer_bytes"]), f"the layer of the last {last_name}"
+    else:
+        layer_mb, layer_basis = None, ""
+        if not container:
+            why = str(_get(inspect, "stderr", "") or _get(inspect, "msg", "") or "no output").strip()
+        else:
+            why = "no SizeRw in its output" if size_rw is None else f"SizeRw {size_rw!r}"
+        problems.append(
+            f"cannot size the podman snapshot's image layer: podman container inspect --size gave nothing usable "
+            f"({why}) and the snapshot registry has no earlier podman snapshot of this host "
+            "(check precheck_snapshot_podman_container and precheck_snapshot_podman_containers_conf)"
+        )
+
+    du_kb = du_sizes_kb(_get(du, "stdout", "")) if isinstance(du, dict) and not du.get("skipped") else {}
+    recorded = {v.get("name"): v for v in last_podman.get("volumes") or [] if isinstance(v, dict)}
+    volumes = []
+    for mount in container.get("Mounts") or []:
+        if not isinstance(mount, dict) or mount.get("Type") != "volume":
+            continue
+        volume = {"name": mount.get("Name"), "source": mount.get("Source"), "linked": False}
+        if _volume_is_linked(dict(mount, name=mount.get("Name")), linked):
+            volume.update(linked=True, mb=0.0, basis="linked, not exported")
+        elif volume["source"] in du_kb:
+            volume.update(mb=round(du_kb[volume["source"]] / 1024.0, 1), basis="du of the volume now")
+        elif "bytes" in recorded.get(volume["name"], {}):
+            volume.update(mb=_mb(recorded[volume["name"]]["bytes"]), basis=f"its export in the last {last_name}")
+        else:
+            volume.update(mb=None, basis="unknown")
+            problems.append(
+                f"cannot size the export of podman volume {volume['name']} ({volume['source']}): du failed "
+                f"({str(_get(du, 'stderr', '') or 'no output').strip()}) and no earlier snapshot exported it"
+            )
+        volumes.append(volume)
+
+    needs = []
+    if not graph_root:
+        problems.append(
+            "cannot tell where podman keeps its images (podman system info gave no store.graphRoot): "
+            "check precheck_snapshot_podman_containers_conf"
+        )
+    elif layer_mb is not None:
+        needs.append({"path": graph_root, "what": f"snapshot image layer ({layer_basis})", "mb": layer_mb})
+    exported = [v for v in volumes if not v["linked"]]
+    if exported:
+        names = ", ".join(str(v["name"]) for v in exported)
+        needs.append(
+            {
+                "path": export_dir,
+                "what": f"snapshot volume exports ({names})",
+                "mb": round(sum(v["mb"] or 0 for v in exported), 1),
+            }
+        )
+    return {"needs": needs, "layer_mb": layer_mb, "layer_basis": layer_basis, "volumes": volumes, "problems": problems}
 
 
 def precheck_record(result, check_id: str, title: str) -> dict:
@@ -312,8 +588,15 @@ class FilterModule:
             "apt_download_mb": apt_download_mb,
             "disk_plan": disk_plan,
             "disk_problems": disk_problems,
+            "disk_plan_merge": disk_plan_merge,
             "os_support_problems": os_support_problems,
             "memory_problems": memory_problems,
             "reboot_problems": reboot_problems,
             "precheck_record": precheck_record,
+            "precheck_discovery": precheck_discovery,
+            "upgrade_needed": upgrade_needed,
+            "target_problems": target_problems,
+            "target_summary": target_summary,
+            "podman_volume_paths": podman_volume_paths,
+            "podman_snapshot_estimate": podman_snapshot_estimate,
         }

@@ -422,8 +422,10 @@ def upgrade_path_error(catalogue, product, current, target, allow_downgrade=Fals
             f"target version {target} of {product} is not in release_catalogue.{product} (known: {known}); "
             f"set pacs_server_target_version to a catalogued version or add {target} to the catalogue"
         )
-    if current in (None, ""):
+    if current is None or not str(current).strip():
+        # Not read (None, "" or blanks): unknown, not an invalid version.
         return f"the current version of {product} is unknown, so the upgrade path to {target_key} cannot be checked"
+    current = str(current).strip()
     try:
         current_up = upstream_version(current)
         order = compare_debian(current_up, target_key)

@@ -226,3 +226,11 @@ def test_upgrade_paths():
     assert "can be reached from 1.10.1 only" in upgrade_path_error(LAB_CATALOGUE, "orthanc", "1.9.0", "1.12.7")
     assert "is not in release_catalogue.orthanc" in upgrade_path_error(LAB_CATALOGUE, "orthanc", "1.10.1", "2.0")
     assert "unknown" in upgrade_path_error(LAB_CATALOGUE, "orthanc", "", "1.12.7")
+
+
+@pytest.mark.parametrize("current", [None, "", " ", "\n\t"])
+def test_an_unread_current_version_is_unknown_not_invalid(current):
+    assert upgrade_path_error(LAB_CATALOGUE, "orthanc", current, "1.12.7") == (
+        "the current version of orthanc is unknown, so the upgrade path to 1.12.7 cannot be checked"
+    )
+    assert upgrade_path_error(LAB_CATALOGUE, "orthanc", " 1.10.1\n", "1.12.7") == ""

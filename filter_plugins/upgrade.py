@@ -406,11 +406,12 @@ def upgrade_downtime(result, probe=None, epoch=None) -> dict:
     controller), ``start`` and ``stop`` (the registered results of ``tools/downtime_probe.py start``
     and ``stop``), ``error`` (why starting it failed before it ran). ``epoch`` is now.
 
-    When nothing was measured, ``measured`` is false, ``total_s`` and ``longest_s`` are None and
-    ``reason`` says why. Otherwise every interval has ``start``, ``end``, ``duration_s``, ``steps``
-    (the step records it overlaps), ``failed_echoes`` and their ``reasons``; ``by_step`` sums the
-    seconds per step; ``complete`` is false when the probe did not look all the time (``gaps``, or
-    it ended before it was stopped) and ``reason`` then says so.
+    When nothing was measured (no probe, or not one echo answered: a service down all the time and
+    a controller that cannot reach it look the same), ``measured`` is false, ``total_s`` and
+    ``longest_s`` are None and ``reason`` says why. Otherwise every interval has ``start``, ``end``,
+    ``duration_s``, ``steps`` (the step records it overlaps), ``failed_echoes`` and their ``reasons``;
+    ``by_step`` sums the seconds per step; ``complete`` is false when the probe did not look all the
+    time (``gaps``, or it ended before it was stopped) and ``reason`` then says so.
     """
     out = _check_result(result)
     probe = dict(probe or {})
@@ -425,7 +426,7 @@ def upgrade_downtime(result, probe=None, epoch=None) -> dict:
 
     if not probe:
         return unmeasured("no probe ran (no change was attempted, or the probe's tasks were not run)")
-    if not probe.get("enabled", True):
+    if str(probe.get("enabled", True)).strip().lower() in ("false", "no", "off", "0", "none", ""):
         return unmeasured("the probe is switched off (upgrade_probe_enabled: false)")
     if probe.get("error"):
         return unmeasured(f"the probe did not start: {_tail(probe['error'])}")
@@ -457,6 +458,11 @@ def upgrade_downtime(result, probe=None, epoch=None) -> dict:
                       else (stopped or {}).get("why") or "died")}
     if not samples:
         return unmeasured("the probe recorded no answer", info)
+    if not any(s.get("ok") for s in samples):
+        # Down all the time, or the controller cannot reach the service: the probe cannot tell.
+        reasons = sorted({str(s.get("reason")) for s in samples})
+        return unmeasured(f"the probe never got an answer from {header.get('target') or target_name} "
+                          f"({', '.join(reasons)}): check that the controller reaches it", info)
     if not header.get("target"):
         header["target"] = target_name
     outages, gaps = downtime_intervals(samples, interval, timeout)

@@ -15,8 +15,8 @@ probe as a detached process (a session of its own; stdin and stdout to /dev/null
 ``--log``), returns once the first answer is recorded and prints ``{"pid", "out", "first"}``; it exits
 non-zero, saying why on stderr, when the probe cannot run (a wrong option, a missing library, an
 unwritable file, a process that died). ``stop`` ends the process named in ``--pidfile`` (SIGTERM,
-SIGKILL after ``--wait`` seconds; only a process running this script), removes the pid file and
-prints ``{"was_running", "pid", "signal", "samples"}``.
+SIGKILL after ``--wait`` seconds; only a probe started with that pid file), removes the pid file
+(and an empty ``--log``) and prints ``{"was_running", "pid", "signal", "samples"}``.
 
 Each echo is one association (associate, C-ECHO, release) made by the project's DICOM client
 (``plugins/module_utils/dicom_client.py``) with a short timeout, so that a system that does not
@@ -164,8 +164,7 @@ def check_options(args) -> dict:
     except dicom_client.DicomError as exc:
         raise ValueError(exc.msg) from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a", encoding="utf-8"):
-        pass
+    os.close(os.open(str(args.out), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))
     return params
 
 
@@ -284,6 +283,8 @@ def stop(args) -> int:
     elif pid is not None:
         result["why"] = f"process {pid} is not the probe of {args.pidfile}: the probe had ended before it was stopped"
     args.pidfile.unlink(missing_ok=True)
+    if args.log is not None and args.log.exists() and args.log.stat().st_size == 0:
+        args.log.unlink()  # the probe had nothing to say
     if args.out is not None and args.out.exists():
         result["samples"] = sum(1 for line in args.out.read_text(encoding="utf-8").splitlines() if '"t":' in line)
     print(json.dumps(result, sort_keys=True))
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=21600.0, help="stop after this long (default 6 h)")
     parser.add_argument("--out", type=Path, help="JSON lines, a header and one line per echo (appended)")
     parser.add_argument("--pidfile", type=Path, help="start writes the probe's pid here; stop reads it")
-    parser.add_argument("--log", type=Path, help="start: the detached probe's error output")
+    parser.add_argument("--log", type=Path, help="start: the detached probe's error output (stop removes it if empty)")
     parser.add_argument("--wait", type=float, default=10.0, help="stop: seconds before SIGKILL (default 10)")
     args = parser.parse_args(argv)
     try:

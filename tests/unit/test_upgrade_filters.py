@@ -342,6 +342,15 @@ def test_a_probe_without_any_answer_measured_nothing(tmp_path):
     assert downtime["probe"]["samples"] == 0
 
 
+def test_a_probe_that_never_got_an_answer_measured_nothing(tmp_path):
+    path = probe_file(tmp_path, [(20, False, "name_resolution")])
+    downtime = upgrade_downtime(steps_result(UPGRADE_PLAN), probe(path), T0 + 20)["downtime"]
+    assert downtime["measured"] is False and downtime["total_s"] is None
+    assert downtime["reason"] == ("the probe never got an answer from PACS1@127.0.0.1:14242 (name_resolution): "
+                                  "check that the controller reaches it")
+    assert downtime["probe"]["failed"] == 100
+
+
 def test_a_probe_that_died_early_is_measured_but_incomplete(tmp_path):
     # the probe died 30 s into the run (no stop record; stop found no process): the rest is a gap
     path = probe_file(tmp_path, [(30, True, None)], stopped=False)

@@ -424,7 +424,7 @@ def upgrade_downtime(result, probe=None, epoch=None) -> dict:
         out["downtime"] = _downtime_not_measured(reason, interval, timeout, target_name, info)
         return out
 
-    if not probe:
+    if not probe or "enabled" not in probe:
         return unmeasured("no probe ran (no change was attempted, or the probe's tasks were not run)")
     if str(probe.get("enabled", True)).strip().lower() in ("false", "no", "off", "0", "none", ""):
         return unmeasured("the probe is switched off (upgrade_probe_enabled: false)")

@@ -313,6 +313,7 @@ def test_no_outage_is_measured_zero_not_unknown(tmp_path):
 
 @pytest.mark.parametrize(("change", "reason"), [
     (None, "no probe ran"),
+    ("stop only", "no probe ran"),
     ({"enabled": False}, "the probe is switched off (upgrade_probe_enabled: false)"),
     ({"target": None}, "the product names no service to probe"),
     ({"error": "template error\nthe endpoint has no pacs_dicom"},
@@ -326,7 +327,7 @@ def test_no_outage_is_measured_zero_not_unknown(tmp_path):
 ])
 def test_nothing_measured_is_never_reported_as_zero(tmp_path, change, reason):
     path = probe_file(tmp_path, [(10, True, None)])
-    info = None if change is None else probe(path, **change)
+    info = None if change is None else {"stop": {"skipped": True}} if change == "stop only" else probe(path, **change)
     downtime = upgrade_downtime(steps_result(UPGRADE_PLAN), info, T0 + 90)["downtime"]
     assert downtime["measured"] is False and downtime["complete"] is False
     assert downtime["total_s"] is None and downtime["longest_s"] is None and downtime["intervals"] == []

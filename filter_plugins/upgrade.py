@@ -9,11 +9,15 @@
 - ``result | upgrade_step_begin(name, epoch)`` / ``result | upgrade_step_end(status, epoch, message,
   details)``: every step of the flow appends one record (name, started, ended, duration_s, status,
   message, details).
+- ``result | upgrade_downtime(probe, epoch)``: every interval in which the downtime probe
+  (tools/downtime_probe.py) found the system unable to accept an association, each attributed to the
+  step(s) running then, with their total and longest; or why the downtime was not measured.
 - ``hostvars | upgrade_run_summary(hosts, run, evidence_dir)``: one line per host of the play,
   including hosts never attempted because an earlier batch failed.
 
 Pure functions: no host is contacted and no command is run (an execution environment may lack
-``hostname`` or ``git``; the controller's name and the code revision are read in Python).
+``hostname`` or ``git``; the controller's name and the code revision are read in Python, and the
+probe's samples from its file on the controller).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import copy
 import datetime
 import getpass
+import json
 import os
 import re
 import socket
@@ -34,6 +39,9 @@ STEP_STATUSES = ("running", "passed", "failed", "skipped")
 OUTCOMES = ("upgraded", "already_current", "prechecked", "refused", "failed_unchanged", "rolled_back",
             "rollback_failed", "not_attempted", "unknown")
 SCHEMA = 2
+# Outcomes after which the host was (or may have been) changed: their downtime is reported.
+CHANGE_OUTCOMES = ("upgraded", "failed_unchanged", "rolled_back", "rollback_failed", "unknown")
+BETWEEN_STEPS = "between steps"
 
 
 def _iso(epoch) -> str | None:
@@ -151,6 +159,7 @@ def upgrade_result_new(host: str, product: str, run: dict, target_version=None) 
         "mark": None,
         "preserved": None,
         "redelivered": None,
+        "downtime": _downtime_not_measured("no change was attempted, so no probe ran"),
     }
 
 
@@ -275,6 +284,255 @@ def upgrade_public(result) -> dict:
     return out
 
 
+def _downtime_not_measured(reason: str, interval=None, timeout=None, target=None, probe=None) -> dict:
+    """A downtime that was not measured: no total, no longest (never 0 for "unknown"), and why."""
+    return {"measured": False, "reason": reason, "complete": False, "probe_interval_s": interval,
+            "probe_timeout_s": timeout, "target": target, "total_s": None, "longest_s": None, "count": None,
+            "intervals": [], "by_step": {}, "gaps": [], "probe": probe}
+
+
+def _epoch_of(iso) -> float | None:
+    """The epoch of an ISO time as _iso writes it (2026-11-28T02:39:00.25Z)."""
+    if not iso:
+        return None
+    text = str(iso).rstrip("Z")
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.UTC).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def read_probe_samples(path) -> tuple[dict, list[dict], dict | None]:
+    """The header, the samples (sorted by time) and the stop record of a probe's file.
+
+    Lines that do not parse (a line being written when the probe was killed) are skipped. Raises
+    OSError when the file cannot be read.
+    """
+    header, samples, stopped = {}, [], None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            if "t" in record and "ok" in record:
+                samples.append(record)
+            elif "probe" in record and not header:
+                header = record
+            elif "stopped" in record:
+                stopped = record
+    samples.sort(key=lambda r: float(r["t"]))
+    return header, samples, stopped
+
+
+def downtime_intervals(samples, interval: float = 0.2, timeout: float = 1.0) -> tuple[list[dict], list[dict]]:
+    """The outage intervals and the blind gaps of a probe's samples.
+
+    An interval starts at the first echo that failed and ends at the first echo that succeeded
+    again (an interval still open at the last sample ends with that sample and is ``ongoing``).
+    A gap is a stretch longer than ``2 * timeout + interval + 1`` s without an echo starting: the
+    probe itself did not look then.
+    """
+    limit = 2 * float(timeout) + float(interval) + 1.0
+    outages, gaps, current, previous = [], [], None, None
+    for sample in samples:
+        t = float(sample["t"])
+        if previous is not None and t - float(previous["t"]) > limit:
+            since = float(previous["t"]) + float(previous.get("ms") or 0) / 1000.0
+            gaps.append({"start_epoch": round(since, 3), "end_epoch": round(t, 3), "duration_s": round(t - since, 2)})
+        if not sample.get("ok"):
+            if current is None:
+                current = {"start_epoch": t, "failed_echoes": 0, "reasons": {}}
+            current["failed_echoes"] += 1
+            reason = str(sample.get("reason") or "unknown")
+            current["reasons"][reason] = current["reasons"].get(reason, 0) + 1
+            current["last_end"] = t + float(sample.get("ms") or 0) / 1000.0
+        elif current is not None:
+            current.update(end_epoch=t, ongoing=False)
+            outages.append(current)
+            current = None
+        previous = sample
+    if current is not None:
+        current.update(end_epoch=current["last_end"], ongoing=True)
+        outages.append(current)
+    for outage in outages:
+        outage.pop("last_end", None)
+        outage["duration_s"] = round(outage["end_epoch"] - outage["start_epoch"], 2)
+        outage["start_epoch"], outage["end_epoch"] = round(outage["start_epoch"], 3), round(outage["end_epoch"], 3)
+    return outages, gaps
+
+
+def _attribute(outages, steps) -> dict:
+    """Name, on each outage, the steps it overlaps (by their recorded times); the seconds per step."""
+    spans = []
+    for step in steps or []:
+        begin = _epoch_of(step.get("started"))
+        if begin is None:
+            continue
+        end = _epoch_of(step.get("ended"))
+        spans.append((step.get("name"), begin, float("inf") if end is None else end))
+    by_step: dict[str, float] = {}
+    for outage in outages:
+        a, b = outage["start_epoch"], outage["end_epoch"]
+        names, covered = [], 0.0
+        for name, begin, end in spans:
+            overlap = min(b, end) - max(a, begin)
+            if overlap > 0 or (a == b and begin <= a <= end):
+                if name not in names:
+                    names.append(name)
+                covered += max(overlap, 0.0)
+                by_step[name] = by_step.get(name, 0.0) + max(overlap, 0.0)
+        outage["steps"] = names
+        rest = (b - a) - covered
+        if rest > 0.005:
+            by_step[BETWEEN_STEPS] = by_step.get(BETWEEN_STEPS, 0.0) + rest
+    return {name: round(seconds, 2) for name, seconds in by_step.items()}
+
+
+def _tail(text, limit: int = 300) -> str:
+    lines = [line for line in str(text or "").strip().splitlines() if line.strip()]
+    return lines[-1][-limit:] if lines else ""
+
+
+def upgrade_downtime(result, probe=None, epoch=None) -> dict:
+    """Put the downtime the probe measured into ``result['downtime']``.
+
+    ``probe`` is what roles/upgrade knows of its probe: ``enabled``, ``target`` (None when the product
+    names no service to probe), ``interval_s``, ``timeout_s``, ``file`` (its samples, on the
+    controller), ``start`` and ``stop`` (the registered results of ``tools/downtime_probe.py start``
+    and ``stop``), ``error`` (why starting it failed before it ran). ``epoch`` is now.
+
+    When nothing was measured (no probe, or not one echo answered: a service down all the time and
+    a controller that cannot reach it look the same), ``measured`` is false, ``total_s`` and
+    ``longest_s`` are None and ``reason`` says why. Otherwise every interval has ``start``, ``end``,
+    ``duration_s``, ``steps`` (the step records it overlaps), ``failed_echoes`` and their ``reasons``;
+    ``by_step`` sums the seconds per step; ``complete`` is false when the probe did not look all the
+    time (``gaps``, or it ended before it was stopped) and ``reason`` then says so.
+    """
+    out = _check_result(result)
+    probe = dict(probe or {})
+    interval, timeout = probe.get("interval_s"), probe.get("timeout_s")
+    target = probe.get("target")
+    target_name = (f"{target.get('called_ae')}@{target.get('host')}:{target.get('port')}"
+                   if isinstance(target, dict) else None)
+
+    def unmeasured(reason, info=None):
+        out["downtime"] = _downtime_not_measured(reason, interval, timeout, target_name, info)
+        return out
+
+    if not probe or "enabled" not in probe:
+        return unmeasured("no probe ran (no change was attempted, or the probe's tasks were not run)")
+    if str(probe.get("enabled", True)).strip().lower() in ("false", "no", "off", "0", "none", ""):
+        return unmeasured("the probe is switched off (upgrade_probe_enabled: false)")
+    if probe.get("error"):
+        return unmeasured(f"the probe did not start: {_tail(probe['error'])}")
+    if not isinstance(target, dict):
+        return unmeasured("the product names no service to probe (probe in roles/upgrade/vars/<product>.yml)")
+    start = probe.get("start") or {}
+    if start.get("skipped"):
+        return unmeasured("the probe's start was skipped")
+    if start.get("rc", 1) != 0 or start.get("failed"):
+        why = _tail(start.get("stderr")) or _tail(start.get("msg")) or f"exit code {start.get('rc')}"
+        return unmeasured(f"the probe did not start: {why}")
+    path = probe.get("file")
+    try:
+        header, samples, stopped = read_probe_samples(path)
+    except (OSError, TypeError) as exc:
+        return unmeasured(f"the probe's samples cannot be read: {exc}")
+    interval = float(header.get("interval_s", interval or 0.2))
+    timeout = float(header.get("timeout_s", timeout or 1.0))
+    stop = probe.get("stop") or {}
+    try:
+        stop_info = json.loads(stop.get("stdout") or "{}")
+    except ValueError:
+        stop_info = {}
+    info = {"file": path, "samples": len(samples), "failed": sum(1 for s in samples if not s.get("ok")),
+            "started": _iso(samples[0]["t"]) if samples else None,
+            "last_sample": _iso(samples[-1]["t"]) if samples else None,
+            "ended": ("stopped" if stop_info.get("was_running") and stop_info.get("signal") == "TERM"
+                      else "killed" if stop_info.get("was_running")
+                      else (stopped or {}).get("why") or "died")}
+    if not samples:
+        return unmeasured("the probe recorded no answer", info)
+    if not any(s.get("ok") for s in samples):
+        # Down all the time, or the controller cannot reach the service: the probe cannot tell.
+        reasons = sorted({str(s.get("reason")) for s in samples})
+        return unmeasured(f"the probe never got an answer from {header.get('target') or target_name} "
+                          f"({', '.join(reasons)}): check that the controller reaches it", info)
+    if not header.get("target"):
+        header["target"] = target_name
+    outages, gaps = downtime_intervals(samples, interval, timeout)
+    by_step = _attribute(outages, out.get("steps"))
+    problems = []
+    if info["ended"] not in ("stopped", "killed"):
+        last = float(samples[-1]["t"])
+        if epoch is not None and float(epoch) > last:
+            gaps.append({"start_epoch": round(last, 3), "end_epoch": round(float(epoch), 3),
+                         "duration_s": round(float(epoch) - last, 2)})
+        problems.append(f"the probe ended ({info['ended']}) before the run stopped it; nothing was measured after "
+                        f"{info['last_sample']}")
+    if gaps:
+        problems.append(f"the probe did not look for {round(sum(g['duration_s'] for g in gaps), 1)} s in "
+                        f"{len(gaps)} gap(s); an outage then is not counted")
+    for gap in gaps:
+        gap["start"], gap["end"] = _iso(gap["start_epoch"]), _iso(gap["end_epoch"])
+    intervals = [{"start": _iso(o["start_epoch"]), "end": _iso(o["end_epoch"]), "duration_s": o["duration_s"],
+                  "steps": o["steps"], "failed_echoes": o["failed_echoes"], "reasons": o["reasons"],
+                  "ongoing": o["ongoing"], "start_epoch": o["start_epoch"], "end_epoch": o["end_epoch"]}
+                 for o in outages]
+    if any(o["ongoing"] for o in intervals):
+        problems.append("the system still did not answer when the probe stopped")
+    out["downtime"] = {
+        "measured": True,
+        "reason": "; ".join(problems) or None,
+        "complete": not problems,
+        "probe_interval_s": interval,
+        "probe_timeout_s": timeout,
+        "target": header.get("target"),
+        "total_s": round(sum(o["duration_s"] for o in intervals), 2),
+        "longest_s": round(max((o["duration_s"] for o in intervals), default=0.0), 2),
+        "count": len(intervals),
+        "intervals": intervals,
+        "by_step": by_step,
+        "gaps": gaps,
+        "probe": info,
+    }
+    return out
+
+
+def upgrade_downtime_lines(downtime) -> list[str]:
+    """The downtime as readable lines: the totals (or why not measured), then one line per interval."""
+    downtime = downtime or {}
+    if not downtime.get("measured"):
+        return [f"downtime: NOT MEASURED ({downtime.get('reason') or 'no probe result'})"]
+    head = (f"downtime: {downtime.get('total_s')} s in {downtime.get('count')} interval(s), longest "
+            f"{downtime.get('longest_s')} s (C-ECHO to {downtime.get('target')} every "
+            f"{downtime.get('probe_interval_s')} s)")
+    if not downtime.get("complete"):
+        head += f"; INCOMPLETE: {downtime.get('reason')}"
+    lines = [head]
+    for item in downtime.get("intervals") or []:
+        where = ", ".join(item.get("steps") or []) or BETWEEN_STEPS
+        reasons = ", ".join(f"{k} x{v}" for k, v in sorted((item.get("reasons") or {}).items()))
+        lines.append(f"  {item.get('start')} -> {item.get('end')}: {item.get('duration_s')} s during {where}"
+                     f"{' (ongoing)' if item.get('ongoing') else ''} [{reasons}]")
+    return lines
+
+
+def _downtime_row(downtime) -> dict | None:
+    if not isinstance(downtime, dict):
+        return None
+    longest = max(downtime.get("intervals") or [{}], key=lambda i: i.get("duration_s") or 0)
+    return {"measured": bool(downtime.get("measured")), "complete": bool(downtime.get("complete")),
+            "total_s": downtime.get("total_s"), "longest_s": downtime.get("longest_s"),
+            "count": downtime.get("count"), "longest_during": longest.get("steps"),
+            "reason": downtime.get("reason")}
+
+
 def upgrade_run_summary(hostvars, hosts, run=None, evidence_dir: str = "") -> dict:
     """One summary across the hosts of the play: outcome, versions, snapshot, evidence path per host.
 
@@ -297,11 +555,12 @@ def upgrade_run_summary(hostvars, hosts, run=None, evidence_dir: str = "") -> di
                    "target": result.get("versions", {}).get("target"),
                    "snapshot_id": snapshot.get("id"),
                    "failed_step": result.get("failed_step"),
+                   "downtime": _downtime_row(result.get("downtime")) if outcome in CHANGE_OUTCOMES else None,
                    "evidence": f"{evidence_dir}/upgrade-{run_id}/{host}.json" if evidence_dir else None}
         else:
             outcome = "not_attempted"
             row = {"host": host, "outcome": outcome, "before": None, "after": None, "target": None,
-                   "snapshot_id": None, "failed_step": None, "evidence": None}
+                   "snapshot_id": None, "failed_step": None, "downtime": None, "evidence": None}
         counts[outcome] = counts.get(outcome, 0) + 1
         rows.append(row)
     bad = {"refused", "failed_unchanged", "rolled_back", "rollback_failed", "unknown"}
@@ -323,6 +582,16 @@ def upgrade_summary_line(row) -> str:
         text += f" at {row.get('before')}"
     if row.get("snapshot_id"):
         text += f", snapshot {row['snapshot_id']}"
+    downtime = row.get("downtime")
+    if isinstance(downtime, dict) and downtime.get("measured"):
+        text += f", downtime {downtime.get('total_s')} s in {downtime.get('count')} interval(s)"
+        if downtime.get("count"):
+            during = ", ".join(downtime.get("longest_during") or []) or BETWEEN_STEPS
+            text += f" (longest {downtime.get('longest_s')} s, {during})"
+        if not downtime.get("complete"):
+            text += " INCOMPLETE"
+    elif isinstance(downtime, dict):
+        text += ", downtime NOT MEASURED"
     if row.get("failed_step"):
         text += f", failed step: {row['failed_step']}"
     if row.get("evidence"):
@@ -381,4 +650,6 @@ class FilterModule:
             "upgrade_summary_lines": upgrade_summary_lines,
             "upgrade_record_step": upgrade_record_step,
             "failed_checks": failed_checks,
+            "upgrade_downtime": upgrade_downtime,
+            "upgrade_downtime_lines": upgrade_downtime_lines,
         }

@@ -12,9 +12,12 @@ sys.path.insert(0, str(ROOT / "filter_plugins"))
 
 from upgrade import (  # noqa: E402
     FilterModule,
+    downtime_intervals,
     failed_checks,
     git_revision,
     product_discovery,
+    upgrade_downtime,
+    upgrade_downtime_lines,
     upgrade_public,
     upgrade_record_step,
     upgrade_result_new,
@@ -41,8 +44,9 @@ def test_a_new_result_has_every_key_the_evidence_documents():
     assert result["outcome"] == "unknown" and result["steps"] == []
     assert result["versions"]["target"] == "1.12.7"
     for key in ("snapshot", "snapshot_reverted", "timings", "precheck", "baseline", "maintenance", "staged",
-                "switch", "verification", "rollback_verification", "failed_step", "message"):
+                "switch", "verification", "rollback_verification", "failed_step", "message", "downtime"):
         assert key in result
+    assert result["downtime"]["measured"] is False and result["downtime"]["total_s"] is None
     assert result["run"] == RUN and result["run"] is not RUN
 
 
@@ -201,5 +205,203 @@ def test_every_filter_is_registered():
     for name in ("upgrade_run_metadata", "upgrade_result_new", "upgrade_step_begin", "upgrade_step_end",
                  "upgrade_running_step", "upgrade_public", "upgrade_run_summary", "upgrade_timing",
                  "upgrade_record_step", "failed_checks", "upgrade_summary_line", "upgrade_summary_lines",
-                 "product_discovery"):
+                 "product_discovery", "upgrade_downtime", "upgrade_downtime_lines"):
         assert callable(names[name])
+
+
+# ---- the downtime the probe measured (upgrade_downtime) ---------------------------------------------
+
+T0 = 1_800_000_000.0
+TARGET = {"host": "127.0.0.1", "port": 14242, "called_ae": "PACS1", "calling_ae": "CUVERIFY"}
+
+
+def steps_result(plan):
+    """A result whose step records run back to back: plan is [(name, start offset, end offset or None)]."""
+    result = new()
+    for name, begin, end in plan:
+        result = upgrade_step_begin(result, name, T0 + begin)
+        if end is not None:
+            result = upgrade_step_end(result, "passed", T0 + end)
+    return result
+
+
+def probe_file(tmp_path, states, interval=0.2, timeout=1.0, stopped=True, start=0.0):
+    """A probe's samples file: states is [(duration in s, ok, reason)], sampled every interval (or timeout)."""
+    path = tmp_path / "pacs1-downtime-probe.jsonl"
+    lines = [{"probe": "dicom_echo", "target": "PACS1@127.0.0.1:14242", "interval_s": interval,
+              "timeout_s": timeout, "pid": 1, "started": T0 + start}]
+    t = T0 + start
+    count = 0
+    for duration, ok, reason in states:
+        until = t + duration
+        while t < until - 1e-9:
+            step = interval if ok or reason != "timeout" else timeout
+            sample = {"t": round(t, 3), "ok": ok, "ms": 5.0 if ok else step * 1000.0}
+            if not ok:
+                sample["reason"] = reason
+            lines.append(sample)
+            count += 1
+            t += step
+    if stopped:
+        lines.append({"stopped": round(t, 3), "samples": count, "why": "signal"})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def probe(path, **extra):
+    info = {"enabled": True, "target": TARGET, "interval_s": 0.2, "timeout_s": 1.0, "file": str(path),
+            "start": {"rc": 0, "stdout": "{}", "stderr": ""},
+            "stop": {"rc": 0, "stdout": json.dumps({"was_running": True, "signal": "TERM", "pid": 1})}}
+    info.update(extra)
+    return info
+
+
+UPGRADE_PLAN = [("precheck", -20, -1), ("lock", 0, 1), ("mark", 1, 2), ("snapshot", 2, 12), ("stage", 12.02, 40),
+                ("switch", 40, 60), ("verify", 60.02, 80)]
+
+
+def test_every_outage_is_an_interval_attributed_to_the_step_running_then(tmp_path):
+    # up 5 s; the snapshot pauses the PACS (echoes time out) 5 s; up; the switch refuses 7 s; up to the end
+    path = probe_file(tmp_path, [(5, True, None), (5, False, "timeout"), (40, True, None),
+                                 (7, False, "connection_refused"), (23, True, None)])
+    result = upgrade_downtime(steps_result(UPGRADE_PLAN), probe(path), T0 + 81)
+    downtime = result["downtime"]
+    assert downtime["measured"] is True and downtime["complete"] is True and downtime["reason"] is None
+    assert downtime["probe_interval_s"] == 0.2 and downtime["target"] == "PACS1@127.0.0.1:14242"
+    assert [(i["steps"], i["duration_s"]) for i in downtime["intervals"]] == [(["snapshot"], 5.0), (["switch"], 7.0)]
+    first = downtime["intervals"][0]
+    assert first["start"] == "2027-01-15T08:00:05.00Z" and first["end"] == "2027-01-15T08:00:10.00Z"
+    assert first["failed_echoes"] == 5 and first["reasons"] == {"timeout": 5} and first["ongoing"] is False
+    assert downtime["intervals"][1]["reasons"] == {"connection_refused": 35}
+    assert downtime["total_s"] == 12.0 and downtime["longest_s"] == 7.0 and downtime["count"] == 2
+    assert downtime["by_step"] == {"snapshot": 5.0, "switch": 7.0}
+    assert downtime["probe"]["ended"] == "stopped" and downtime["probe"]["failed"] == 40
+    json.dumps(upgrade_public(result))
+    lines = upgrade_downtime_lines(downtime)
+    assert lines[0] == "downtime: 12.0 s in 2 interval(s), longest 7.0 s (C-ECHO to PACS1@127.0.0.1:14242 every 0.2 s)"
+    assert lines[2] == ("  2027-01-15T08:00:50.00Z -> 2027-01-15T08:00:57.00Z: 7.0 s during switch "
+                        "[connection_refused x35]")
+
+
+def test_an_outage_across_steps_names_each_and_splits_its_seconds(tmp_path):
+    plan = [("lock", 0, 1), ("mark", 1, 2), ("snapshot", 2, 10), ("stage", 10, 20), ("switch", 20, 30),
+            ("verify", 30, 40), ("preserve", 45, 50), ("revert", 50, 60), ("redeliver", 60, 70),
+            ("verify_after_rollback", 70, 80)]
+    # down from 48 s (preserve stops the PACS) to 63 s (the restored PACS answers during the re-delivery)
+    path = probe_file(tmp_path, [(48, True, None), (15, False, "connection_refused"), (17, True, None)])
+    downtime = upgrade_downtime(steps_result(plan), probe(path), T0 + 80)["downtime"]
+    assert downtime["intervals"][0]["steps"] == ["preserve", "revert", "redeliver"]
+    assert downtime["by_step"] == {"preserve": 2.0, "revert": 10.0, "redeliver": 3.0}
+    assert downtime["total_s"] == downtime["longest_s"] == 15.0
+
+
+def test_a_blip_between_steps_is_counted_and_said_to_be_between_steps(tmp_path):
+    plan = [("lock", 0, 1), ("snapshot", 1, 2), ("stage", 3, 10)]
+    path = probe_file(tmp_path, [(2.2, True, None), (0.2, False, "aborted"), (7.6, True, None)])
+    downtime = upgrade_downtime(steps_result(plan), probe(path), T0 + 10)["downtime"]
+    assert downtime["intervals"][0]["steps"] == [] and downtime["intervals"][0]["duration_s"] == 0.2
+    assert downtime["by_step"] == {"between steps": 0.2}
+    assert "during between steps [aborted x1]" in upgrade_downtime_lines(downtime)[1]
+
+
+def test_no_outage_is_measured_zero_not_unknown(tmp_path):
+    path = probe_file(tmp_path, [(10, True, None)])
+    downtime = upgrade_downtime(steps_result(UPGRADE_PLAN), probe(path), T0 + 10)["downtime"]
+    assert downtime["measured"] is True and downtime["total_s"] == 0.0 and downtime["longest_s"] == 0.0
+    assert downtime["intervals"] == [] and downtime["count"] == 0
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (None, "no probe ran"),
+    ("stop only", "no probe ran"),
+    ({"enabled": False}, "the probe is switched off (upgrade_probe_enabled: false)"),
+    ({"target": None}, "the product names no service to probe"),
+    ({"error": "template error\nthe endpoint has no pacs_dicom"},
+     "the probe did not start: the endpoint has no pacs_dicom"),
+    ({"start": {"rc": 2, "stderr": "downtime probe: called_ae is empty: give the AE title\n"}},
+     "the probe did not start: downtime probe: called_ae is empty"),
+    ({"start": {"failed": True, "msg": "[Errno 2] No such file or directory: '/venv/bin/python'"}},
+     "the probe did not start: [Errno 2] No such file"),
+    ({"start": {"skipped": True}}, "the probe's start was skipped"),
+    ({"file": "/nonexistent/pacs1-downtime-probe.jsonl"}, "the probe's samples cannot be read"),
+])
+def test_nothing_measured_is_never_reported_as_zero(tmp_path, change, reason):
+    path = probe_file(tmp_path, [(10, True, None)])
+    info = None if change is None else {"stop": {"skipped": True}} if change == "stop only" else probe(path, **change)
+    downtime = upgrade_downtime(steps_result(UPGRADE_PLAN), info, T0 + 90)["downtime"]
+    assert downtime["measured"] is False and downtime["complete"] is False
+    assert downtime["total_s"] is None and downtime["longest_s"] is None and downtime["intervals"] == []
+    assert downtime["reason"].startswith(reason), downtime["reason"]
+    assert upgrade_downtime_lines(downtime)[0].startswith("downtime: NOT MEASURED (" + reason)
+
+
+def test_a_probe_without_any_answer_measured_nothing(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(json.dumps({"probe": "dicom_echo", "interval_s": 0.2, "timeout_s": 1.0}) + "\n")
+    downtime = upgrade_downtime(steps_result(UPGRADE_PLAN), probe(path), T0 + 90)["downtime"]
+    assert downtime["measured"] is False and downtime["reason"] == "the probe recorded no answer"
+    assert downtime["probe"]["samples"] == 0
+
+
+def test_a_probe_that_never_got_an_answer_measured_nothing(tmp_path):
+    path = probe_file(tmp_path, [(20, False, "name_resolution")])
+    downtime = upgrade_downtime(steps_result(UPGRADE_PLAN), probe(path), T0 + 20)["downtime"]
+    assert downtime["measured"] is False and downtime["total_s"] is None
+    assert downtime["reason"] == ("the probe never got an answer from PACS1@127.0.0.1:14242 (name_resolution): "
+                                  "check that the controller reaches it")
+    assert downtime["probe"]["failed"] == 100
+
+
+def test_a_probe_that_died_early_is_measured_but_incomplete(tmp_path):
+    # the probe died 30 s into the run (no stop record; stop found no process): the rest is a gap
+    path = probe_file(tmp_path, [(30, True, None)], stopped=False)
+    stop = {"rc": 0, "stdout": json.dumps({"was_running": False, "pid": 1, "why": "process 1 is not running"})}
+    downtime = upgrade_downtime(steps_result(UPGRADE_PLAN), probe(path, stop=stop), T0 + 81)["downtime"]
+    assert downtime["measured"] is True and downtime["complete"] is False
+    assert downtime["probe"]["ended"] == "died"
+    assert "the probe ended (died) before the run stopped it" in downtime["reason"]
+    assert downtime["gaps"][-1]["start"] == "2027-01-15T08:00:29.80Z" and downtime["gaps"][-1]["duration_s"] == 51.2
+    assert "INCOMPLETE" in upgrade_downtime_lines(downtime)[0]
+
+
+def test_a_stall_of_the_probe_is_a_gap_and_an_outage_still_open_at_the_end_is_ongoing(tmp_path):
+    path = tmp_path / "p.jsonl"
+    samples = [{"t": T0, "ok": True, "ms": 3}, {"t": T0 + 0.2, "ok": True, "ms": 3},
+               {"t": T0 + 10.2, "ok": True, "ms": 3},  # nothing for 10 s: the controller stalled
+               {"t": T0 + 10.4, "ok": False, "ms": 1000, "reason": "timeout"},
+               {"t": T0 + 11.4, "ok": False, "ms": 1000, "reason": "timeout"}]
+    path.write_text("".join(json.dumps(s) + "\n" for s in samples) + '{"t": 1800000012.0, "ok": tr\n')
+    downtime = upgrade_downtime(steps_result([("switch", 0, None)]), probe(path), T0 + 13)["downtime"]
+    assert downtime["gaps"][0]["duration_s"] == 10.0 and downtime["complete"] is False
+    assert downtime["intervals"][0]["ongoing"] is True and downtime["intervals"][0]["duration_s"] == 2.0
+    assert downtime["intervals"][0]["steps"] == ["switch"]  # a step still running counts to its end
+    assert "still did not answer when the probe stopped" in downtime["reason"]
+
+
+def test_intervals_of_bare_samples():
+    samples = [{"t": 0.0, "ok": False, "ms": 100}, {"t": 0.2, "ok": True, "ms": 5}, {"t": 0.4, "ok": True, "ms": 5}]
+    outages, gaps = downtime_intervals(samples)
+    assert [(o["start_epoch"], o["end_epoch"], o["duration_s"]) for o in outages] == [(0.0, 0.2, 0.2)]
+    assert gaps == [] and downtime_intervals([]) == ([], [])
+
+
+def test_the_summary_shows_the_downtime_of_changed_hosts_only(tmp_path):
+    path = probe_file(tmp_path, [(5, True, None), (5, False, "timeout"), (40, True, None),
+                                 (7, False, "connection_refused"), (23, True, None)])
+    up = upgrade_downtime(steps_result(UPGRADE_PLAN), probe(path), T0 + 81)
+    up.update(outcome="upgraded")
+    unmeasured = upgrade_downtime(upgrade_result_new("pacs2", "pacs", RUN, "1.12.7"), probe(path, enabled=False))
+    unmeasured.update(outcome="rolled_back")
+    current = upgrade_result_new("pacs3", "pacs", RUN, "1.12.7")
+    current.update(outcome="already_current")
+    hostvars = HostVars(pacs1={"upgrade_result": up}, pacs2={"upgrade_result": unmeasured},
+                        pacs3={"upgrade_result": current})
+    summary = upgrade_run_summary(hostvars, ["pacs1", "pacs2", "pacs3"], RUN, "/ev")
+    rows = {r["host"]: r for r in summary["hosts"]}
+    assert rows["pacs1"]["downtime"] == {"measured": True, "complete": True, "total_s": 12.0, "longest_s": 7.0,
+                                         "count": 2, "longest_during": ["switch"], "reason": None}
+    assert rows["pacs3"]["downtime"] is None
+    assert ", downtime 12.0 s in 2 interval(s) (longest 7.0 s, switch)," in upgrade_summary_line(rows["pacs1"])
+    assert ", downtime NOT MEASURED," in upgrade_summary_line(rows["pacs2"])
+    assert "downtime" not in upgrade_summary_line(rows["pacs3"])
+    json.dumps(summary)

@@ -151,6 +151,50 @@ def snapshot_paths_overlap(paths, directory) -> list:
     return out
 
 
+def snapshot_files_link_plan(link_paths, copy_paths, link_dir, name) -> list[dict]:
+    """Where the files provider keeps the hard links of each write-once directory of ``link_paths``.
+
+    Each becomes ``{path, links, manifest, exclude}``: the tree of links at
+    ``<link_dir>/<name>/<path with / as _>`` (``link_dir`` empty: ``<parent of path>/.clinical-upgrade-snapshots``,
+    on the path's own file system as a rule), its manifest beside it, and the ``copy_paths`` inside the
+    path (a database index kept among the stored files), which are copied, never linked.
+    A copy path equal to or above a link path is refused: its copy would hold the stored files again.
+    """
+    plan = []
+    for path in link_paths or []:
+        p = _norm(path)
+        above = [c for c in copy_paths or [] if p == _norm(c) or p.startswith(_norm(c).rstrip("/") + "/")]
+        if above:
+            raise AnsibleFilterError(
+                f"snapshot_files_paths {above} hold the write-once directory {path} of snapshot_files_link_paths: "
+                "list the copied paths beside or inside it (for Orthanc /etc/orthanc and "
+                "/var/lib/orthanc/db-v6/index), not above it, or its files would be copied too"
+            )
+        base = _norm(link_dir) if link_dir else p.rsplit("/", 1)[0] + "/.clinical-upgrade-snapshots"
+        leaf = p.strip("/").replace("/", "_")
+        plan.append({
+            "path": p,
+            "links": f"{base}/{name}/{leaf}",
+            "manifest": f"{base}/{name}/{leaf}.links.json",
+            "exclude": [_norm(c) for c in copy_paths or [] if _norm(c).startswith(p.rstrip("/") + "/")],
+        })
+    return plan
+
+
+def snapshot_link_records(results) -> list[dict]:
+    """The files provider's record of its link trees, from the registered ``snapshot_links`` loop."""
+    return [
+        {
+            **r["item"],
+            "files": r.get("files", 0),
+            "linked_bytes": r.get("bytes", 0),
+            "bytes": r.get("manifest_bytes", 0),
+        }
+        for r in results or []
+        if not r.get("skipped")
+    ]
+
+
 # Environment entries podman sets itself on every start; carrying them over would pin stale values.
 PODMAN_RUNTIME_ENV = ("HOSTNAME", "container", "container_uuid", "HOME", "TERM")
 
@@ -289,6 +333,8 @@ class FilterModule:
             "snapshot_paths_overlap": snapshot_paths_overlap,
             "snapshot_podman_settings": snapshot_podman_settings,
             "snapshot_podman_volumes": snapshot_podman_volumes,
+            "snapshot_files_link_plan": snapshot_files_link_plan,
+            "snapshot_link_records": snapshot_link_records,
             "snapshot_podman_bad_exports": snapshot_podman_bad_exports,
             "snapshot_records": snapshot_records,
         }

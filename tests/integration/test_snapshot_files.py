@@ -52,13 +52,8 @@ find srv/app -type f -print0 | sort -z | xargs -0 sha256sum
 
 
 def host_vars(container, **extra):
-    return container_host_vars(
-        container,
-        snapshot_provider="files",
-        snapshot_files_paths=PATHS,
-        snapshot_files_services=["cu-snaptest-app"],
-        **extra,
-    )
+    settings = {"snapshot_files_paths": PATHS, "snapshot_files_services": ["cu-snaptest-app"], **extra}
+    return container_host_vars(container, snapshot_provider="files", **settings)
 
 
 def test_files_create_change_revert_restores_every_byte_and_mode(snaptest_container, run_playbook):
@@ -237,3 +232,52 @@ def test_files_name_taken_on_the_host_is_refused(snaptest_container, run_playboo
     assert proc.returncode != 0
     assert 'snapshot_name "s1" already exists on snaptest-host (/var/lib/clinical-upgrade/snapshots/s1.json)' \
         in proc.stdout
+
+
+def test_files_write_once_directory_is_linked_not_copied_and_restored_exactly(snaptest_container, run_playbook):
+    """Orthanc's layout: stored files written once, the index among them. The index and the configuration
+    are copied; the stored files are kept by hard links (no bytes in the archive) and restored from them."""
+    name = snaptest_container.name
+    pexec(name, SETUP)
+    hv = host_vars(
+        snaptest_container,
+        snapshot_files_paths=["/srv/app/data/index.db", "/srv/app/etc"],
+        snapshot_files_link_paths=["/srv/app/data"],
+    )
+    inode = pexec(name, "stat -c %i /srv/app/data/studies/s1/im0001.dcm").stdout.strip()
+
+    def state():  # the application's trees, without the snapshot's link tree beside them
+        return [line for line in pexec(name, STATE).stdout.splitlines() if ".clinical-upgrade-snapshots" not in line]
+
+    before = state()
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "l1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = facts["snapshot_record"]["files"]
+    [links] = files["links"]
+    assert links["path"] == "/srv/app/data" and links["exclude"] == ["/srv/app/data/index.db"]
+    assert links["links"] == "/srv/app/.clinical-upgrade-snapshots/l1/srv_app_data"
+    assert links["files"] == 2 and links["linked_bytes"] == 200000 + len("second\n")
+    archive = pexec(name, "tar --list --file /var/backups/clinical-upgrade/l1/data.tar").stdout.split()
+    assert "srv/app/data/index.db" in archive and not [m for m in archive if "studies" in m]
+    assert pexec(name, f"stat -c %i {links['links']}/studies/s1/im0001.dcm").stdout.strip() == inode
+
+    pexec(name, CHANGE)
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "l1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert state() == before  # every byte, mode, owner and link as at the snapshot
+    assert pexec(name, "stat -c %i /srv/app/data/studies/s1/im0001.dcm").stdout.strip() == inode
+
+    proc, _ = run_playbook(
+        "snapshot_action.yml", hv, {"snaptest_action": "remove", "snapshot_id": "l1", "snapshot_keep": False}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pexec(name, "test -e /srv/app/.clinical-upgrade-snapshots/l1", check=False).returncode == 1
+    assert state() == before  # the live files stay
+
+
+def test_files_copied_path_above_a_write_once_directory_is_refused(snaptest_container, run_playbook):
+    pexec(snaptest_container.name, SETUP)
+    hv = host_vars(snaptest_container, snapshot_files_link_paths=["/srv/app/data/studies"])
+    proc, _ = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "l2"})
+    assert proc.returncode != 0
+    assert "hold the write-once directory /srv/app/data/studies of snapshot_files_link_paths" in proc.stdout

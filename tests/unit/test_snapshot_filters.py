@@ -276,4 +276,23 @@ def test_filter_module_exposes_every_filter():
     names = set(FilterModule().filters())
     assert names == {"snapshot_lvm_size_bytes", "snapshot_lvm_plan", "snapshot_lvol_calls", "snapshot_lvm_merge_plan",
                      "snapshot_lvm_merge_commands", "snapshot_paths_overlap", "snapshot_podman_settings",
-                     "snapshot_podman_volumes", "snapshot_podman_bad_exports", "snapshot_records"}
+                     "snapshot_podman_volumes", "snapshot_podman_bad_exports", "snapshot_records",
+                     "snapshot_files_link_plan", "snapshot_link_records"}
+
+
+def test_files_link_plan_places_the_links_beside_each_path_and_excludes_copied_paths_inside():
+    from ansible.errors import AnsibleFilterError
+    from snapshot import snapshot_files_link_plan, snapshot_link_records
+
+    copied = ["/etc/orthanc", "/var/lib/orthanc/db-v6/index"]
+    plan = snapshot_files_link_plan(["/var/lib/orthanc/db-v6/"], copied, "", "s1")
+    assert plan == [{"path": "/var/lib/orthanc/db-v6",
+                     "links": "/var/lib/orthanc/.clinical-upgrade-snapshots/s1/var_lib_orthanc_db-v6",
+                     "manifest": "/var/lib/orthanc/.clinical-upgrade-snapshots/s1/var_lib_orthanc_db-v6.links.json",
+                     "exclude": ["/var/lib/orthanc/db-v6/index"]}]
+    assert snapshot_files_link_plan(["/data"], [], "/srv/links/", "s2")[0]["links"] == "/srv/links/s2/data"
+    for above in (["/var/lib/orthanc"], ["/var/lib/orthanc/db-v6"]):
+        with pytest.raises(AnsibleFilterError, match="hold the write-once directory /var/lib/orthanc/db-v6"):
+            snapshot_files_link_plan(["/var/lib/orthanc/db-v6"], above, "", "s1")
+    results = [{"item": plan[0], "files": 3, "bytes": 30, "manifest_bytes": 9}, {"skipped": True}]
+    assert snapshot_link_records(results) == [{**plan[0], "files": 3, "linked_bytes": 30, "bytes": 9}]

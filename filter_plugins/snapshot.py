@@ -17,8 +17,9 @@ Pure functions of what the probes returned; tests in tests/unit/test_snapshot_fi
 - snapshot_podman_settings(inspect): from one ``podman container inspect`` entry (as
   containers.podman.podman_container_info returns it), what recreating the container takes: settings
   named as containers.podman.podman_container's options, named volumes, running, image id.
-- snapshot_podman_volumes(stat_results, export_dir, link_results): the recorded volumes, exported (with
-  their checksums) or protected by hard links (with their link trees and manifests).
+- snapshot_podman_link_plan / snapshot_podman_export_plan: where the freeze step puts each volume's
+  tree of links or export; snapshot_podman_volumes(volumes, frozen): the recorded volumes, exported
+  (with their checksums) or protected by hard links (with their link trees and manifests).
 - snapshot_podman_bad_exports(stat_results): exports that are missing or changed since the record.
 - snapshot_records(controller, host, hostname, now): one list of a host's records, the controller's
   copy first where both exist, each with ``age_s``, ``size_bytes`` and ``stored`` (where it was
@@ -252,30 +253,54 @@ def snapshot_podman_settings(inspect) -> dict:
     }
 
 
-def snapshot_podman_volumes(stat_results, export_dir, link_results=()) -> list[dict]:
-    """Recorded volumes: the exports from a registered ``stat`` loop over the exported volumes, and the
-    write-once volumes protected by hard links from the registered ``snapshot_links`` loop."""
+def snapshot_podman_link_plan(volume_info_results, link_dir, host, name) -> list[dict]:
+    """Where each write-once volume's tree of links goes, from a registered ``podman_volume_info`` loop.
+
+    ``<link_dir>/<host>/<name>/<volume>`` (and its ``.links.json`` manifest); ``link_dir`` empty: the
+    directory ``clinical-upgrade-links`` beside podman's graph root, found from the volume's mount point
+    ``<graphroot>/volumes/<volume>/_data``, so on the file system of the volumes as a rule.
+    """
+    plan = []
+    for result in volume_info_results or []:
+        volume = result["item"]["name"]
+        mountpoint = _norm(((result.get("volumes") or [{}])[0]).get("Mountpoint", ""))
+        if not mountpoint.startswith("/"):
+            raise AnsibleFilterError(f"podman gave no mount point for volume {volume}: {result.get('msg', '')}")
+        base = _norm(link_dir) if link_dir else mountpoint.rsplit("/", 4)[0] + "/clinical-upgrade-links"
+        dest = f"{base}/{host}/{name}/{volume}"
+        plan.append({"src": mountpoint, "dest": dest, "manifest": f"{dest}.links.json"})
+    return plan
+
+
+def snapshot_podman_export_plan(volumes, export_dir) -> list[dict]:
+    """The tar file of each exported volume: ``<export_dir>/<volume>.tar``."""
+    return [{"volume": v, "dest": f"{str(export_dir).rstrip('/')}/{v}.tar"} for v in volumes or []]
+
+
+def snapshot_podman_volumes(volumes, frozen) -> list[dict]:
+    """The recorded volumes: the container's named volumes with how each was kept, from the result of
+    ``snapshot_podman_freeze`` (exports with their size and sha256; links with their tree and manifest)."""
+    frozen = frozen or {}
+    exports = {e["volume"]: e for e in frozen.get("exports") or []}
+    links = {e["dest"].rsplit("/", 1)[-1]: e for e in frozen.get("links") or []}
     out = []
-    for result in stat_results or []:
-        st = result.get("stat") or {}
-        out.append({
-            **result["item"],
-            "method": "export",
-            "export": f"{str(export_dir).rstrip('/')}/{result['item']['name']}.tar",
-            "sha256": st.get("checksum", ""),
-            "bytes": st.get("size", 0),
-        })
-    for result in link_results or []:
-        volume = result["item"]["item"]
-        out.append({
-            **volume,
-            "method": "link",
-            "links": result.get("invocation", {}).get("module_args", {}).get("dest", ""),
-            "manifest": result.get("invocation", {}).get("module_args", {}).get("manifest", ""),
-            "files": result.get("files", 0),
-            "linked_bytes": result.get("bytes", 0),
-            "bytes": result.get("manifest_bytes", 0),
-        })
+    for volume in volumes or []:
+        name = volume["name"]
+        if name in links:
+            e = links[name]
+            out.append({
+                **volume,
+                "method": "link",
+                "links": e["dest"],
+                "manifest": e["manifest"],
+                "files": e.get("files", 0),
+                "linked_bytes": e.get("bytes", 0),
+                "bytes": e.get("manifest_bytes", 0),
+            })
+        elif name in exports:
+            e = exports[name]
+            out.append({**volume, "method": "export", "export": e["dest"], "sha256": e.get("sha256", ""),
+                        "bytes": e.get("bytes", 0)})
     return out
 
 
@@ -333,6 +358,8 @@ class FilterModule:
             "snapshot_paths_overlap": snapshot_paths_overlap,
             "snapshot_podman_settings": snapshot_podman_settings,
             "snapshot_podman_volumes": snapshot_podman_volumes,
+            "snapshot_podman_link_plan": snapshot_podman_link_plan,
+            "snapshot_podman_export_plan": snapshot_podman_export_plan,
             "snapshot_files_link_plan": snapshot_files_link_plan,
             "snapshot_link_records": snapshot_link_records,
             "snapshot_podman_bad_exports": snapshot_podman_bad_exports,

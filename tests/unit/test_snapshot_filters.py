@@ -151,34 +151,43 @@ def test_paths_overlap(paths, directory, expected):
 # ----------------------------------------------------------------------------- podman exports
 
 
-def test_podman_volumes_and_bad_exports():
-    stat = [{"item": {"name": "v1", "destination": "/srv"}, "stat": {"exists": True, "checksum": "ab", "size": 10}},
-            {"item": {"name": "v2", "destination": "/x"}, "stat": {"exists": False}}]
-    volumes = snapshot_podman_volumes(stat, "/reg/h/s1/")
-    assert volumes == [
-        {"name": "v1", "destination": "/srv", "method": "export", "export": "/reg/h/s1/v1.tar", "sha256": "ab",
-         "bytes": 10},
-        {"name": "v2", "destination": "/x", "method": "export", "export": "/reg/h/s1/v2.tar", "sha256": "",
-         "bytes": 0},
+def test_podman_freeze_plans_and_the_recorded_volumes():
+    from ansible.errors import AnsibleFilterError
+    from snapshot import snapshot_podman_export_plan, snapshot_podman_link_plan
+
+    info = [{"item": {"name": "store", "destination": "/var/lib/orthanc/db-v6"},
+             "volumes": [{"Mountpoint": "/var/lib/containers/storage/volumes/store/_data"}]}]
+    links = snapshot_podman_link_plan(info, "", "pacs1", "s1")
+    assert links == [{"src": "/var/lib/containers/storage/volumes/store/_data",
+                      "dest": "/var/lib/containers/clinical-upgrade-links/pacs1/s1/store",
+                      "manifest": "/var/lib/containers/clinical-upgrade-links/pacs1/s1/store.links.json"}]
+    assert snapshot_podman_link_plan(info, "/srv/l/", "pacs1", "s1")[0]["dest"] == "/srv/l/pacs1/s1/store"
+    with pytest.raises(AnsibleFilterError, match="podman gave no mount point for volume store"):
+        snapshot_podman_link_plan([{"item": {"name": "store"}, "volumes": []}], "", "pacs1", "s1")
+    exports = snapshot_podman_export_plan(["index"], "/reg/h/s1/")
+    assert exports == [{"volume": "index", "dest": "/reg/h/s1/index.tar"}]
+
+    frozen = {"paused_s": 0.4,
+              "links": [{**links[0], "files": 10000, "bytes": 5_000_000_000, "manifest_bytes": 700_000}],
+              "exports": [{**exports[0], "bytes": 10, "sha256": "ab"}]}
+    volumes = [{"name": "index", "destination": "/var/lib/orthanc/index"}, info[0]["item"]]
+    assert snapshot_podman_volumes(volumes, frozen) == [
+        {"name": "index", "destination": "/var/lib/orthanc/index", "method": "export",
+         "export": "/reg/h/s1/index.tar", "sha256": "ab", "bytes": 10},
+        {"name": "store", "destination": "/var/lib/orthanc/db-v6", "method": "link",
+         "links": links[0]["dest"], "manifest": links[0]["manifest"], "files": 10000,
+         "linked_bytes": 5_000_000_000, "bytes": 700_000},  # a linked volume costs its manifest only
     ]
-    check = [{"item": volumes[0], "stat": {"exists": True, "checksum": "ab"}},
-             {"item": volumes[0], "stat": {"exists": True, "checksum": "changed"}},
-             {"item": volumes[0], "stat": {"exists": False}}]
-    assert snapshot_podman_bad_exports(check) == ["/reg/h/s1/v1.tar", "/reg/h/s1/v1.tar"]
+    assert snapshot_podman_volumes(volumes, {}) == []  # check mode: nothing was kept
 
-
-def test_podman_volumes_protected_by_links_count_only_their_manifest():
-    linked = [{"item": {"item": {"name": "store", "destination": "/var/lib/orthanc/db-v6"}},
-               "invocation": {"module_args": {"dest": "/reg/h/s1/store", "manifest": "/reg/h/s1/store.links.json"}},
-               "files": 10000, "bytes": 5_000_000_000, "manifest_bytes": 700_000}]
-    volumes = snapshot_podman_volumes([], "/reg/h/s1", linked)
-    assert volumes == [{"name": "store", "destination": "/var/lib/orthanc/db-v6", "method": "link",
-                        "links": "/reg/h/s1/store", "manifest": "/reg/h/s1/store.links.json", "files": 10000,
-                        "linked_bytes": 5_000_000_000, "bytes": 700_000}]
     # a linked volume has no export to check; a record written before the link method has no method
+    recorded = snapshot_podman_volumes(volumes, frozen)
     legacy = {"name": "v1", "export": "/reg/h/s1/v1.tar", "sha256": "ab"}
-    assert snapshot_podman_bad_exports([{"item": volumes[0], "stat": {"exists": False}},
-                                        {"item": legacy, "stat": {"exists": False}}]) == ["/reg/h/s1/v1.tar"]
+    check = [{"item": recorded[0], "stat": {"exists": True, "checksum": "ab"}},
+             {"item": recorded[0], "stat": {"exists": True, "checksum": "changed"}},
+             {"item": recorded[1], "stat": {"exists": False}},
+             {"item": legacy, "stat": {"exists": False}}]
+    assert snapshot_podman_bad_exports(check) == ["/reg/h/s1/index.tar", "/reg/h/s1/v1.tar"]
 
 
 INSPECT = {
@@ -277,7 +286,8 @@ def test_filter_module_exposes_every_filter():
     assert names == {"snapshot_lvm_size_bytes", "snapshot_lvm_plan", "snapshot_lvol_calls", "snapshot_lvm_merge_plan",
                      "snapshot_lvm_merge_commands", "snapshot_paths_overlap", "snapshot_podman_settings",
                      "snapshot_podman_volumes", "snapshot_podman_bad_exports", "snapshot_records",
-                     "snapshot_files_link_plan", "snapshot_link_records"}
+                     "snapshot_files_link_plan", "snapshot_link_records", "snapshot_podman_link_plan",
+                     "snapshot_podman_export_plan"}
 
 
 def test_files_link_plan_places_the_links_beside_each_path_and_excludes_copied_paths_inside():

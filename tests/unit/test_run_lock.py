@@ -62,7 +62,7 @@ def leftovers(lock: Path) -> list[str]:
 def test_acquire_writes_the_lock_and_returns_every_key(lock):
     r = take(lock, info={"controller": "ctl1", "pid": 4242, "phase": "precheck"})
     assert r["_rc"] == 0 and not r.get("failed"), r
-    assert len(RETURN_KEYS) == 10
+    assert len(RETURN_KEYS) == 11
     assert set(r) >= RETURN_KEYS, "every documented return value is set"
     assert r["changed"] is True
     assert r["acquired"] is True and r["released"] is False
@@ -529,3 +529,38 @@ def test_the_precheck_role_in_check_mode_writes_nothing(lock, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"lock {lock} would be taken by run run-c (check mode" in proc.stdout
     assert not lock.parent.exists()
+
+
+# --------------------------------------------------------------------------- takeover (an interrupted run)
+
+
+def test_takeover_replaces_the_named_runs_lock_and_keeps_its_id(lock):
+    write_lock(lock, run_id=OTHER, age_minutes=3)
+    r = take(lock, takeover_from=OTHER)
+    assert r["changed"] is True and r["acquired"] is True and r["ours"] is True
+    assert r["taken_over_from"] == OTHER and r["broken_to"] is None
+    assert r["msg"] == f"lock {lock} of interrupted run {OTHER} taken over by run {RUN}"
+    on_disk = json.loads(lock.read_text())
+    assert on_disk["run_id"] == RUN and on_disk["resumed_from"] == OTHER
+    assert oct(lock.stat().st_mode & 0o777) == "0o640"
+    assert r["age_minutes"] < 1, "the taken-over lock is fresh"
+    assert leftovers(lock) == []
+
+
+def test_takeover_of_another_run_still_refuses(lock):
+    write_lock(lock, run_id=OTHER)
+    before = lock.read_bytes()
+    r = take(lock, takeover_from="20250607T200000Z-cccccc")
+    assert r["failed"] is True and r["acquired"] is False and r["taken_over_from"] is None
+    assert lock.read_bytes() == before
+
+
+def test_takeover_of_a_free_lock_just_takes_it_and_in_check_mode_writes_nothing(lock):
+    r = take(lock, takeover_from=OTHER)
+    assert r["acquired"] is True and r["taken_over_from"] is None
+    lock.unlink()
+    write_lock(lock, run_id=OTHER)
+    before = lock.read_bytes()
+    r = run(check_mode=True, path=str(lock), state="present", run_id=RUN, takeover_from=OTHER)
+    assert r["changed"] is True and r["taken_over_from"] == OTHER and r["holder"]["resumed_from"] == OTHER
+    assert lock.read_bytes() == before

@@ -39,6 +39,7 @@ def test_the_evidence_says_upgraded_and_resumed_from_the_killed_run():
     assert resumed["baseline_file"].endswith(f"{HOST}-baseline-{resumed['run_id']}.json")
     assert run["baseline"]["run_id"] == resumed["run_id"], "compared with the baseline recorded before the change"
     assert run["versions"]["before"] == "1.10.1" and run["versions"]["target"] == "1.12.7"
+    assert run["versions"]["after"] == "1.12.7"
     assert run["snapshot"]["id"], "the interrupted run's snapshot is kept for a later rollback"
     assert run["precheck"] == [], "no precheck of the changed host: its state now is not a baseline"
     steps = [s["name"] for s in run["steps"]]

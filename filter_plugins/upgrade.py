@@ -14,10 +14,15 @@
   step(s) running then, with their total and longest; or why the downtime was not measured.
 - ``hostvars | upgrade_run_summary(hosts, run, evidence_dir)``: one line per host of the play,
   including hosts never attempted because an earlier batch failed.
+- ``result | upgrade_journal(phase, status, baseline_file)``: what the run journal on the host
+  (module run_journal) keeps of this run, so that a rerun can tell where it was interrupted.
+- ``lock | upgrade_lock_holder(journal, run, stale_minutes, resume)``: who holds the host (free, this
+  run, a live run, an interrupted run, one whose state cannot be judged from here) and, for an
+  interrupted run, how to resume it (docs/upgrade.md, "An interrupted run").
 
 Pure functions: no host is contacted and no command is run (an execution environment may lack
-``hostname`` or ``git``; the controller's name and the code revision are read in Python, and the
-probe's samples from its file on the controller).
+``hostname`` or ``git``; the controller's name, the ansible-playbook process and the code revision
+are read in Python (the process from /proc), and the probe's samples from its file on the controller).
 """
 
 from __future__ import annotations
@@ -120,6 +125,7 @@ def upgrade_run_metadata(awx_vars=None, run_id: str = "", change_ticket: str = "
         "controller": socket.gethostname(),
         "revision": awx("project_revision") or git_revision(project_dir),
         "change_ticket": change_ticket or None,
+        "process": controller_process(),
         "awx": {
             "job_id": job_id,
             "job_template": awx("job_template_name"),
@@ -159,6 +165,7 @@ def upgrade_result_new(host: str, product: str, run: dict, target_version=None) 
         "mark": None,
         "preserved": None,
         "redelivered": None,
+        "resumed_from": None,
         "downtime": _downtime_not_measured("no change was attempted, so no probe ran"),
     }
 
@@ -634,6 +641,215 @@ def product_discovery(info, product: str, package: str, packages=None, rest_url:
             else None, "package": package, "package_version": package_version, "problems": problems}
 
 
+# --------------------------------------------------------------------------- an interrupted run
+#
+# The run journal (module run_journal, beside the run lock on the host) says which run works on the
+# host, from which controller process, in which phase, and what it recorded (baseline file, mark,
+# snapshot). A rerun reads it with the lock and judges here whether that run still works.
+
+# Steps after which the host is (or may be) changed: a run interrupted in one of them left it changed.
+CHANGING_PHASES = ("stage", "switch", "verify", "preserve", "revert", "redeliver", "verify_after_rollback")
+# Steps of a rollback after which the snapshot is being (or was) restored: resumed by hand only.
+REVERTING_PHASES = ("revert", "redeliver", "verify_after_rollback")
+FINISHED = "finished"
+
+
+def _read_text(path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of a process; None when it does not exist."""
+    text = _read_text(f"{proc}/{int(pid)}/stat")
+    if not text or ")" not in text:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and ")"
+    try:
+        return int(fields[1]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_cmdline(pid: int, proc: str = "/proc") -> list[str]:
+    text = _read_text(f"{proc}/{int(pid)}/cmdline")
+    return [part for part in (text or "").split("\0") if part]
+
+
+def _is_playbook(cmdline) -> bool:
+    """Whether a command line is ansible-playbook's (run as a script, or by a Python interpreter)."""
+    return any(os.path.basename(part) == "ansible-playbook" for part in list(cmdline)[:3])
+
+
+def _boot_id(proc: str = "/proc") -> str | None:
+    text = _read_text(f"{proc}/sys/kernel/random/boot_id")
+    return text.strip() if text else None
+
+
+def controller_process(pid=None, proc: str = "/proc") -> dict:
+    """The ansible-playbook process that runs this run, read from /proc (no command is run).
+
+    Filters run in ansible-playbook's worker processes, forked from it (same command line) or started
+    by a fork server: walking up from ``pid`` (default: this process), the first ansible-playbook
+    whose parent is not the same ansible-playbook is the run's. A nested ansible-playbook (one started
+    by a task of another) is found, not its caller. Returns ``{pid, started_ticks, boot_id}``;
+    ``pid`` is None (with ``reason``) where there is no /proc or no ansible-playbook above.
+    """
+    chain, current = [], int(pid or os.getpid())
+    while current > 0 and len(chain) < 64:
+        stat = _proc_stat(current, proc)
+        if stat is None:
+            break
+        chain.append((current, stat, _proc_cmdline(current, proc)))
+        if stat[0] == current:
+            break
+        current = stat[0]
+    if not chain:
+        return {"pid": None, "started_ticks": None, "boot_id": None,
+                "reason": f"{proc} cannot be read on this controller"}
+    for index, (found, stat, cmdline) in enumerate(chain):
+        if not _is_playbook(cmdline):
+            continue
+        parent = chain[index + 1] if index + 1 < len(chain) else None
+        if parent is None or parent[2] != cmdline:
+            return {"pid": found, "started_ticks": stat[1], "boot_id": _boot_id(proc)}
+    return {"pid": None, "started_ticks": None, "boot_id": None,
+            "reason": "no ansible-playbook process above this one"}
+
+
+def process_state(process, controller: str = "", proc: str = "/proc") -> tuple[str, str]:
+    """Whether a recorded controller process still runs: ``(running|gone|unknown, why)``.
+
+    Only a process of this controller can be looked at: one recorded on another controller (or
+    without a pid) is ``unknown``. A pid that no longer exists, that now runs another program (another
+    start time, or not ansible-playbook) or that belongs to an earlier boot is ``gone``.
+    """
+    process = process if isinstance(process, dict) else {}
+    here = socket.gethostname()
+    if controller and controller != here:
+        return "unknown", (f"it ran from controller {controller}, not this one ({here}); "
+                           "its process cannot be seen from here")
+    pid = process.get("pid")
+    if not pid:
+        return "unknown", "its controller process was not recorded (" + str(process.get("reason") or "no pid") + ")"
+    boot = _boot_id(proc)
+    if process.get("boot_id") and boot and process["boot_id"] != boot:
+        return "gone", f"the controller was restarted since (process {pid} belonged to an earlier boot)"
+    stat = _proc_stat(int(pid), proc)
+    if stat is None:
+        return "gone", f"its ansible-playbook process {pid} no longer runs"
+    if process.get("started_ticks") is not None and int(process["started_ticks"]) != stat[1]:
+        return "gone", f"process {pid} no longer is its ansible-playbook (the pid now runs another program)"
+    if not _is_playbook(_proc_cmdline(int(pid), proc)):
+        return "gone", f"process {pid} no longer is its ansible-playbook (it runs another program)"
+    return "running", f"its ansible-playbook process {pid} still runs on this controller"
+
+
+def upgrade_journal(result, phase: str, status: str = "running", baseline_file: str = "") -> dict:
+    """What the run journal keeps of this run: its id and controller process, the phase (a step of the
+    flow, ``resume`` or ``finished``) and its status, and what a rerun needs to resume it: the baseline
+    file, the versions, the mark, the snapshot and the outcome."""
+    result = result or {}
+    run = result.get("run") or {}
+    versions = result.get("versions") or {}
+    snapshot = result.get("snapshot")
+    return {
+        "run_id": run.get("id"),
+        "run": {"id": run.get("id"), "user": run.get("user"), "controller": run.get("controller"),
+                "started": run.get("started"), "process": run.get("process")},
+        "host": result.get("host"),
+        "product": result.get("product"),
+        "phase": phase,
+        "status": status,
+        "baseline": {"file": baseline_file or None, "run_id": (result.get("baseline") or {}).get("run_id")},
+        "versions": {key: versions.get(key) for key in ("before", "target", "package_before", "database_before")},
+        "mark": result.get("mark"),
+        "snapshot": dict(snapshot) if isinstance(snapshot, dict) else None,
+        "outcome": result.get("outcome") if phase == FINISHED else None,
+        "resumed_from": (result.get("resumed_from") or {}).get("run_id"),
+    }
+
+
+def _journal_of(journal) -> tuple[dict | None, float | None]:
+    """The journal mapping and its age in minutes, from run_journal's registered result (or the mapping)."""
+    age = None
+    if isinstance(journal, dict) and "journal" in journal and "path" in journal:
+        age = journal.get("age_minutes")
+        journal = journal.get("journal")
+    if not (isinstance(journal, dict) and journal.get("run_id")):
+        return None, None
+    return journal, (float(age) if isinstance(age, (int, float)) else None)
+
+
+def upgrade_lock_holder(lock, journal, run=None, stale_minutes=240, resume=False) -> dict:
+    """Who holds the host, from run_lock's and run_journal's query results, for a run ``run``.
+
+    ``state``: ``free`` (no lock, no unfinished journal), ``ours`` (this run's), ``live`` (a run whose
+    ansible-playbook still runs on this controller), ``interrupted`` (its controller process is gone;
+    or it ran from another controller and the lock is stale, or ``resume`` says it is gone),
+    ``unknown`` (from another controller, not stale: it may still run), ``foreign`` (a lock with no
+    journal of its run: whether it changed the host is not known). ``changed`` says whether that run
+    changed the host (True/False; None when not known); ``plan`` how a resume goes: ``fresh`` (no
+    snapshot: nothing was changed), ``verify`` (a snapshot: verify against the recorded baseline,
+    then complete or roll back), ``manual`` (interrupted while reverting: by hand); ``message`` says it
+    all in one sentence.
+    """
+    lock = lock if isinstance(lock, dict) else {}
+    run_id = (run or {}).get("id") if isinstance(run, dict) else run
+    journal, journal_age = _journal_of(journal)
+    holder = lock.get("holder") if isinstance(lock.get("holder"), dict) else None
+    held = bool(lock.get("held"))
+    if journal and journal.get("phase") == FINISHED:
+        journal = None
+    out = {"state": "free", "run_id": None, "phase": None, "status": None, "changed": False, "plan": None,
+           "resume": False, "controller": None, "pid": None, "process": None, "stale": bool(lock.get("stale")),
+           "journal": journal, "message": "no other run holds the host"}
+    if (held and holder and holder.get("run_id") == run_id) or (journal and journal.get("run_id") == run_id):
+        out.update(state="ours", run_id=run_id, message=f"the host is held by this run ({run_id})")
+        return out
+    if journal is None or (held and (not holder or holder.get("run_id") != journal.get("run_id"))):
+        if not held:
+            return out
+        other = (holder or {}).get("run_id") or "unreadable lock file"
+        out.update(state="foreign", run_id=other, changed=None,
+                   message=(f"run {other} holds the lock and left no journal of its phase, so whether it "
+                            "changed the host is not known"))
+        return out
+    other = journal["run_id"]
+    info = journal.get("run") or {}
+    phase, status = journal.get("phase"), journal.get("status")
+    snapshot = journal.get("snapshot") if isinstance(journal.get("snapshot"), dict) else None
+    changed = phase in CHANGING_PHASES
+    plan = "manual" if phase in REVERTING_PHASES else ("verify" if snapshot and snapshot.get("id") else "fresh")
+    state, why = process_state(info.get("process"), info.get("controller") or "")
+    # The lock's age says whether it is stale; with the lock removed by hand, the journal's age does.
+    stale = bool(lock.get("stale")) if held else (journal_age is not None and journal_age > float(stale_minutes))
+    where = f"in phase {phase}" + (f" ({status})" if status and status != "running" else "")
+    what = ("it had changed the host (snapshot " + str((snapshot or {}).get("id")) + ")" if changed else
+            ("it had taken snapshot " + str(snapshot.get("id")) + " but not yet changed the host" if snapshot
+             else "it had not changed the host"))
+    out.update(run_id=other, phase=phase, status=status, changed=changed, plan=plan,
+               controller=info.get("controller"), pid=(info.get("process") or {}).get("pid"), process=state,
+               stale=stale)
+    if state == "running":
+        out.update(state="live", message=f"run {other} is running {where}: {why}; {what}")
+    elif state == "gone" or stale or bool(resume):
+        because = why if state == "gone" else (
+            f"{why}, and " + ("upgrade_resume is true" if resume else
+                              f"its lock is stale (older than {stale_minutes} minutes)"))
+        out.update(state="interrupted", resume=True,
+                   message=f"run {other} was interrupted {where}: {because}; {what}")
+    else:
+        out.update(state="unknown",
+                   message=(f"run {other} holds the host {where}: {why}; {what}. If it is gone, set "
+                            f"upgrade_resume: true to resume it (or wait until its lock is older than "
+                            f"{stale_minutes} minutes)"))
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -652,4 +868,6 @@ class FilterModule:
             "failed_checks": failed_checks,
             "upgrade_downtime": upgrade_downtime,
             "upgrade_downtime_lines": upgrade_downtime_lines,
+            "upgrade_journal": upgrade_journal,
+            "upgrade_lock_holder": upgrade_lock_holder,
         }

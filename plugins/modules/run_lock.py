@@ -22,6 +22,10 @@ description:
     and how to proceed. A lock older than O(stale_minutes) is reported as stale and still refuses;
     only O(break_stale=true) takes it over. The stale lock is then moved aside to
     C(<path>.stale-<epoch>), not deleted, so what it said stays on the host.
+  - O(takeover_from) names an interrupted run whose lock this run takes over, stale or not (roles/upgrade
+    resumes a run whose controller process is gone; docs/upgrade.md, "An interrupted run"). The lock is
+    replaced atomically by this run's, which keeps the old run's id under C(resumed_from); a lock of any
+    other run still refuses.
   - O(state=absent) removes the lock only when it belongs to O(run_id). Another run's lock, or a lock
     file that cannot be read, is left in place with a warning (so a cleanup step never fails on it).
   - O(state=query) only reads. It says whether the lock is held, by whom, how old it is and whether it
@@ -65,6 +69,12 @@ options:
       - Set it only once you know the other run is gone.
     type: bool
     default: false
+  takeover_from:
+    description:
+      - With O(state=present), the id of an interrupted run whose lock this run takes over (see above).
+        Ignored when the lock is free or already this run's.
+      - Set it only once you know that run is gone (roles/upgrade checks its controller process).
+    type: str
   info:
     description:
       - A free mapping stored in the lock under C(info), for example the controller host, its process
@@ -111,6 +121,12 @@ EXAMPLES = r"""
     run_id: "{{ precheck_run_id }}"
     stale_minutes: 240
     break_stale: true
+
+- name: Take over the lock of a run whose controller was killed
+  run_lock:
+    state: present
+    run_id: "{{ precheck_run_id }}"
+    takeover_from: 20261201T020000Z-abcdef
 
 - name: Release the run lock (left in place, with a warning, when it is another run's)
   run_lock:
@@ -175,6 +191,11 @@ broken_to:
   returned: always
   type: str
   sample: /var/lib/clinical-upgrade/run.lock.stale-1749333612
+taken_over_from:
+  description: The run whose lock this run took over (O(takeover_from)); C(null) when none was.
+  returned: always
+  type: str
+  sample: 20261201T020000Z-abcdef
 """
 
 import contextlib
@@ -285,6 +306,7 @@ class RunLock:
         self.stale_minutes = params["stale_minutes"]
         self.break_stale = params["break_stale"]
         self.info = params["info"]
+        self.takeover_from = params.get("takeover_from")
         self.user = params["user"] or _current_user()
         self.check = module.check_mode
 
@@ -303,6 +325,7 @@ class RunLock:
             "acquired": False,
             "released": False,
             "broken_to": None,
+            "taken_over_from": None,
         }
         result.update(extra)
         return result
@@ -386,6 +409,11 @@ class RunLock:
             stale = age_of(st) > self.stale_minutes
             if holder is not None and holder.get("run_id") == self.run_id:
                 return self.refresh(holder, st)
+            if holder is not None and self.takeover_from and holder.get("run_id") == self.takeover_from:
+                taken = self.take_over(holder, st)
+                if taken is not None:
+                    return taken
+                continue  # replaced or rewritten since: judge it again
             if stale and self.break_stale:
                 if self.check:
                     record = self.record()
@@ -440,6 +468,30 @@ class RunLock:
                 suffix += 1
             os.rename(self.path, aside)
             return aside
+
+    def take_over(self, holder, old_st):
+        """Replace the lock of the interrupted run ``takeover_from`` by this run's; None when it changed meanwhile."""
+        record = self.record()
+        record["resumed_from"] = holder.get("run_id")
+        msg = f"lock {self.path} of interrupted run {holder.get('run_id')} taken over by run {self.run_id}"
+        if self.check:
+            return self.state(record, None, held=True, ours=True, acquired=True,
+                              taken_over_from=holder.get("run_id")), msg + " (check mode)", True
+        with guard(self.directory):
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                return None
+            if (st.st_dev, st.st_ino, st.st_mtime) != (old_st.st_dev, old_st.st_ino, old_st.st_mtime):
+                return None
+            tmp = write_temp(self.directory, record)
+            try:
+                os.replace(tmp, self.path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        return self.state(record, os.stat(self.path), acquired=True, taken_over_from=holder.get("run_id")), msg, True
 
     def refresh(self, holder, st):
         """This run holds the lock: rewrite it only when info changes."""
@@ -515,6 +567,7 @@ def main():
             "stale_minutes": {"type": "int", "default": 240},
             "break_stale": {"type": "bool", "default": False},
             "info": {"type": "dict"},
+            "takeover_from": {"type": "str"},
         },
         required_if=[("state", "present", ["run_id"]), ("state", "absent", ["run_id"])],
         supports_check_mode=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -62,7 +63,7 @@ def leftovers(lock: Path) -> list[str]:
 def test_acquire_writes_the_lock_and_returns_every_key(lock):
     r = take(lock, info={"controller": "ctl1", "pid": 4242, "phase": "precheck"})
     assert r["_rc"] == 0 and not r.get("failed"), r
-    assert len(RETURN_KEYS) == 10
+    assert len(RETURN_KEYS) == 11
     assert set(r) >= RETURN_KEYS, "every documented return value is set"
     assert r["changed"] is True
     assert r["acquired"] is True and r["released"] is False
@@ -496,13 +497,18 @@ def test_the_precheck_role_takes_checks_and_releases_the_lock(lock, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(out.read_text())
     assert got["free"]["failed"] is False and got["free"]["msg"] == f"no other run holds {lock}"
-    assert got["free_fact"] == {"path": str(lock), "held": False, "holder": None}
+    free_fact = got["free_fact"]
+    assert {k: free_fact[k] for k in ("path", "held", "holder", "state", "changed")} == {
+        "path": str(lock), "held": False, "holder": None, "state": "free", "changed": False}
+    assert free_fact["journal_path"] == str(lock.parent / "run.journal.json")
     assert got["other"]["failed"] is True
     assert got["other"]["msg"].startswith(f"{lock} on localhost is held by run run-a of alice since ")
     assert got["other"]["msg"].endswith(
-        "(0 minutes ago). Another upgrade is running: wait for it to finish. If it died, remove the lock file by hand "
-        "once you are sure, or wait until it is stale (240 minutes) and set precheck_break_stale_lock: true."
+        "(0 minutes ago); it left no journal, so whether it changed the host is not known. Wait for it to finish. "
+        "If it died, remove the lock file by hand once you are sure, or wait until it is stale (240 minutes) and set "
+        "precheck_break_stale_lock: true."
     )
+    assert got["other_fact"]["state"] == "foreign" and got["other_fact"]["changed"] is None
     assert got["other_fact"]["held"] is True and got["other_fact"]["holder"]["run_id"] == "run-a"
     assert got["own"]["failed"] is False and got["own"]["msg"] == "the lock is this run's own (run-a)"
     assert got["refused"].startswith(f"lock {lock} is held by run run-a of alice (on ")
@@ -529,3 +535,98 @@ def test_the_precheck_role_in_check_mode_writes_nothing(lock, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"lock {lock} would be taken by run run-c (check mode" in proc.stdout
     assert not lock.parent.exists()
+
+
+# --------------------------------------------------------------------------- takeover (an interrupted run)
+
+
+def test_takeover_replaces_the_named_runs_lock_and_keeps_its_id(lock):
+    write_lock(lock, run_id=OTHER, age_minutes=3)
+    r = take(lock, takeover_from=OTHER)
+    assert r["changed"] is True and r["acquired"] is True and r["ours"] is True
+    assert r["taken_over_from"] == OTHER and r["broken_to"] is None
+    assert r["msg"] == f"lock {lock} of interrupted run {OTHER} taken over by run {RUN}"
+    on_disk = json.loads(lock.read_text())
+    assert on_disk["run_id"] == RUN and on_disk["resumed_from"] == OTHER
+    assert oct(lock.stat().st_mode & 0o777) == "0o640"
+    assert r["age_minutes"] < 1, "the taken-over lock is fresh"
+    assert leftovers(lock) == []
+
+
+def test_takeover_of_another_run_still_refuses(lock):
+    write_lock(lock, run_id=OTHER)
+    before = lock.read_bytes()
+    r = take(lock, takeover_from="20250607T200000Z-cccccc")
+    assert r["failed"] is True and r["acquired"] is False and r["taken_over_from"] is None
+    assert lock.read_bytes() == before
+
+
+def test_takeover_of_a_free_lock_just_takes_it_and_in_check_mode_writes_nothing(lock):
+    r = take(lock, takeover_from=OTHER)
+    assert r["acquired"] is True and r["taken_over_from"] is None
+    lock.unlink()
+    write_lock(lock, run_id=OTHER)
+    before = lock.read_bytes()
+    r = run(check_mode=True, path=str(lock), state="present", run_id=RUN, takeover_from=OTHER)
+    assert r["changed"] is True and r["taken_over_from"] == OTHER and r["holder"]["resumed_from"] == OTHER
+    assert lock.read_bytes() == before
+
+
+JOURNAL_PLAY = """\
+- name: PRE-008 with the journal of a killed run, then of a live one (this ansible-playbook)
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    precheck_lock_path: {lock}
+  tasks:
+    - name: PRE-008 as run-b (the journal says run-a is in the switch; its process {dead} is gone)
+      ansible.builtin.include_role: {{name: precheck, tasks_from: lock_check}}
+      vars: {{precheck_run_id: run-b}}
+    - name: Keep it
+      ansible.builtin.set_fact: {{dead: "{{{{ __precheck_pre008 }}}}", dead_fact: "{{{{ precheck_lock }}}}"}}
+    - name: Journal run-a as this very ansible-playbook (a live run), before its snapshot
+      ansible.builtin.copy:
+        dest: {journal}
+        mode: "0640"
+        content: >-
+          {{{{ {{'run_id': 'run-a', 'phase': 'mark', 'status': 'running',
+                'run': {{'id': 'run-a', 'controller': meta.controller, 'process': meta.process}}}} | to_json }}}}
+      vars: {{meta: "{{{{ {{}} | upgrade_run_metadata('x') }}}}"}}
+    - name: PRE-008 as run-b (run-a live)
+      ansible.builtin.include_role: {{name: precheck, tasks_from: lock_check}}
+      vars: {{precheck_run_id: run-b}}
+    - name: Write what happened
+      ansible.builtin.copy:
+        dest: {out}
+        content: >-
+          {{{{ {{'dead': dead, 'dead_fact': dead_fact, 'live': __precheck_pre008,
+                'live_fact': precheck_lock}} | to_json }}}}
+        mode: "0644"
+"""
+
+
+def test_pre008_tells_an_interrupted_run_from_a_live_one(lock, tmp_path):
+    write_lock(lock, run_id="run-a")
+    journal = lock.parent / "run.journal.json"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    journal.write_text(json.dumps({
+        "run_id": "run-a", "phase": "switch", "status": "running", "snapshot": {"id": "snap-1"},
+        "run": {"id": "run-a", "controller": socket.gethostname(), "process": {"pid": dead.pid, "started_ticks": 1}},
+    }))
+    play, out = tmp_path / "play.yml", tmp_path / "out.json"
+    play.write_text(JOURNAL_PLAY.format(lock=lock, journal=journal, out=out, dead=dead.pid))
+    proc = ansible_playbook(str(play))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["dead"]["failed"] is True
+    assert got["dead"]["msg"].startswith(f"run run-a was interrupted in phase switch: its ansible-playbook process "
+                                         f"{dead.pid} no longer runs; it had changed the host (snapshot snap-1). "
+                                         "Run the upgrade again without --tags")
+    assert got["dead_fact"]["state"] == "interrupted" and got["dead_fact"]["plan"] == "verify"
+    assert got["dead_fact"]["resume"] is True and got["dead_fact"]["changed"] is True
+    assert got["live"]["failed"] is True
+    assert got["live"]["msg"].startswith("Another upgrade is running on localhost: run run-a is running in phase mark")
+    assert "it had not changed the host" in got["live"]["msg"]
+    assert got["live_fact"]["state"] == "live" and got["live_fact"]["changed"] is False

@@ -235,7 +235,7 @@ def snapshot_podman_settings(inspect) -> dict:
         "entrypoint": list(entrypoint),
         "hostname": config.get("Hostname"),
         "publish": publish,
-        "volume": volume,
+        "volume": sorted(volume),  # podman lists the mounts in no fixed order
         "label": dict(config.get("Labels") or {}),
         "env": env,
         "systemd": "always" if config.get("SystemdMode") else "false",
@@ -247,7 +247,7 @@ def snapshot_podman_settings(inspect) -> dict:
     }
     return {
         "settings": settings,
-        "volumes": volumes,
+        "volumes": sorted(volumes, key=lambda v: v["name"]),
         "running": bool((inspect.get("State") or {}).get("Running")),
         "image_id": inspect.get("Image"),
     }

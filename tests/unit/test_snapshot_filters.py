@@ -221,7 +221,7 @@ def test_podman_settings_from_inspect():
         "name": "cu-lab-pacs1", "image": "localhost/cu-debian12:latest", "command": ["/sbin/init"], "entrypoint": [],
         "hostname": "pacs1",
         "publish": ["10104:104/tcp", "10105:104/tcp", "127.0.0.1:18042:8042/tcp"],
-        "volume": ["pacs1-db:/var/lib/orthanc:rw", "/srv/lab/dicom:/dicom:ro"],
+        "volume": ["/srv/lab/dicom:/dicom:ro", "pacs1-db:/var/lib/orthanc:rw"],  # sorted: podman gives no fixed order
         "label": {"org.clinical-upgrade.host": "pacs1"},
         "env": {"PATH": "/usr/bin:/bin", "ORTHANC": "1", "EMPTY": ""},  # runtime entries left out
         "systemd": "always", "privileged": False, "cap_add": ["CAP_NET_RAW"], "network": [], "user": "",

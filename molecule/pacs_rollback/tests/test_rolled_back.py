@@ -1,4 +1,7 @@
-"""After the failed upgrade: 1.10.1 runs again from the snapshot, nothing lost, evidence says why."""
+"""After the failed upgrades (a verification fault, then a configuration 1.12.7 cannot start with):
+1.10.1 runs again from the snapshot, nothing lost, evidence says why."""
+
+import datetime as dt
 
 import testlib
 
@@ -7,10 +10,11 @@ HOST = "mol-upgrade-pacs"
 REST = testlib.OrthancRest("http://127.0.0.1:38042")
 
 
-def test_the_run_failed_and_said_it_rolled_back():
-    log = (testlib.EPHEMERAL / "upgrade-run.log").read_text()
-    assert "Rolled back to snapshot" in log
-    assert "failed=1" in log
+def test_both_runs_failed_and_said_they_rolled_back():
+    for name in ("upgrade-run.log", "upgrade-run-config.log"):
+        log = (testlib.EPHEMERAL / name).read_text()
+        assert "Rolled back to snapshot" in log, name
+        assert "failed=1" in log, name
 
 
 def test_the_old_version_runs_again_on_the_old_os(host):
@@ -54,7 +58,7 @@ def test_no_lock_is_left_behind(host):
 
 def test_evidence_names_the_failed_step_and_the_rollback():
     runs = testlib.evidence_files(HOST)
-    assert len(runs) == 1
+    assert len(runs) == 2
     run = runs[0]
     assert run["outcome"] == "rolled_back"
     assert "baseline" in run["failed_step"]
@@ -67,3 +71,33 @@ def test_evidence_names_the_failed_step_and_the_rollback():
     after_rollback = {r["check"]: r["status"] for r in run["rollback_verification"]}
     assert after_rollback and set(after_rollback.values()) == {"passed"}, after_rollback
     assert float(run["timings"]["rollback_wall_s"]) > 0
+
+
+def _epoch(text: str) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def test_a_new_version_that_cannot_start_is_given_up_at_once_with_its_own_error():
+    run = testlib.evidence_files(HOST)[1]
+    assert run["outcome"] == "rolled_back", run["message"]
+    assert run["failed_step"].startswith("switch"), run["failed_step"]
+    # Orthanc's own words, from its log, reach the message and the switch's record
+    assert "Unknown DICOM tag" in run["message"], run["message"]
+    assert "cannot start with this version and configuration" in run["message"]
+    switch = run["switch"]
+    assert switch["failed"] is True and "Unknown DICOM tag" in switch["error"]
+    assert switch["phases"]["until_listening_s"] is None and switch["phases"]["failed"] is True
+    # the failed start was seen within seconds, not after the switch timeout (300 s)
+    assert 0 < float(switch["downtime_s"]) < 60, switch["phases"]
+    after = {r["check"]: r["status"] for r in run["rollback_verification"]}
+    assert after and set(after.values()) == {"passed"}, after
+
+
+def test_the_pacs_was_back_in_service_within_60_s_of_the_failed_start():
+    """Measured by the modality: its first acknowledged store after the switch gave up."""
+    run = testlib.evidence_files(HOST)[1]
+    [switch] = [s for s in run["steps"] if s["name"] == "switch"]
+    gave_up = _epoch(switch["ended"])
+    acks_after = sorted(a["t"] for a in testlib.acknowledged_by_sender() if a["t"] > gave_up)
+    assert acks_after, "no store was acknowledged after the failed switch"
+    assert acks_after[0] - gave_up <= 60, f"back in service {acks_after[0] - gave_up:.1f} s after the failed start"

@@ -70,6 +70,13 @@ options:
     description: How many stored files O(state=readback) reads back (spread over the whole archive).
     type: int
     default: 50
+  workers:
+    description:
+      - How many instances O(state=import) stores and proves at the same time (1 to 16). Each is still
+        stored, looked up by its SOP Instance UID and read back on its own; the order of RV(delivered)
+        follows the manifest.
+    type: int
+    default: 4
   include_uids:
     description: Return every SOP Instance UID in RV(sop_instance_uids) (O(state=inventory)).
     type: bool
@@ -183,6 +190,7 @@ import json
 import os
 import random
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.orthanc_rest import (
@@ -207,6 +215,7 @@ def argument_spec():
         dest={"type": "path"},
         src={"type": "path"},
         sample_size={"type": "int", "default": 50},
+        workers={"type": "int", "default": 4},
         include_uids={"type": "bool", "default": True},
     )
     return spec
@@ -363,7 +372,32 @@ def _lookup(client, sop_uid: str) -> str | None:
     return ids[0] if ids else None
 
 
-def import_(client, src: str, check_mode: bool) -> dict:
+def _deliver(client, src: str, entry: dict, check_mode: bool) -> tuple[dict | None, dict | None]:
+    """Store one kept instance and prove it: (delivered record, None) or (None, not-delivered record)."""
+    sop, path = entry.get("sop_instance_uid"), os.path.join(src, entry.get("file", ""))
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise OrthancError(f"{path} no longer matches its sha256 in the manifest")
+        if check_mode:
+            return {"sop_instance_uid": sop, "sha256": entry["sha256"], "status": "would store"}, None
+        answer = client.post("/instances", data)
+        status = answer.get("Status") if isinstance(answer, dict) else None
+        if status not in ("Success", "AlreadyStored"):
+            raise OrthancError(f"the PACS answered {answer!r}")
+        instance = _lookup(client, sop)
+        if instance is None:
+            raise OrthancError("stored, but not found by its SOP Instance UID")
+        back = hashlib.sha256(client.get_bytes(f"/instances/{instance}/file")).hexdigest()
+        if back != entry["sha256"]:
+            raise OrthancError(f"stored, but the PACS returns other bytes (sha256 {back})")
+        return {"sop_instance_uid": sop, "sha256": back, "status": status}, None
+    except (OSError, OrthancError) as exc:
+        return None, {"sop_instance_uid": sop, "file": path, "reason": str(exc)}
+
+
+def import_(client, src: str, check_mode: bool, workers: int = 1) -> dict:
     manifest_path = os.path.join(src, MANIFEST)
     try:
         with open(manifest_path, encoding="utf-8") as handle:
@@ -371,30 +405,11 @@ def import_(client, src: str, check_mode: bool) -> dict:
     except (OSError, ValueError) as exc:
         raise OrthancError(
             f"src {src} has no readable {MANIFEST} ({exc}): give the directory state=export wrote") from None
-    delivered, not_delivered = [], []
-    for entry in manifest.get("instances", []):
-        sop, path = entry.get("sop_instance_uid"), os.path.join(src, entry.get("file", ""))
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
-                raise OrthancError(f"{path} no longer matches its sha256 in the manifest")
-            if check_mode:
-                delivered.append({"sop_instance_uid": sop, "sha256": entry["sha256"], "status": "would store"})
-                continue
-            answer = client.post("/instances", data)
-            status = answer.get("Status") if isinstance(answer, dict) else None
-            if status not in ("Success", "AlreadyStored"):
-                raise OrthancError(f"the PACS answered {answer!r}")
-            instance = _lookup(client, sop)
-            if instance is None:
-                raise OrthancError("stored, but not found by its SOP Instance UID")
-            back = hashlib.sha256(client.get_bytes(f"/instances/{instance}/file")).hexdigest()
-            if back != entry["sha256"]:
-                raise OrthancError(f"stored, but the PACS returns other bytes (sha256 {back})")
-            delivered.append({"sop_instance_uid": sop, "sha256": back, "status": status})
-        except (OSError, OrthancError) as exc:
-            not_delivered.append({"sop_instance_uid": sop, "file": path, "reason": str(exc)})
+    entries = manifest.get("instances", [])
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        outcomes = list(pool.map(lambda e: _deliver(client, src, e, check_mode), entries))
+    delivered = [d for d, _n in outcomes if d is not None]
+    not_delivered = [n for _d, n in outcomes if n is not None]
     return {"delivered": delivered, "not_delivered": not_delivered,
             "changed": any(d["status"] == "Success" for d in delivered)}
 
@@ -412,6 +427,8 @@ def run_module(module):
         module.fail_json(msg="since_change must be 0 or more", **result)
     if not 1 <= params["sample_size"] <= 100000:
         module.fail_json(msg="sample_size must be 1 to 100000", **result)
+    if not 1 <= params["workers"] <= 16:
+        module.fail_json(msg=f"workers must be 1 to 16, got {params['workers']}", **result)
     error = rest_params_error(params)
     if error:
         module.fail_json(msg=error, **result)
@@ -436,7 +453,7 @@ def run_module(module):
         elif state == "describe":
             result.update(describe(params["src"], params.get("dest") or params["src"]))
         else:
-            result.update(import_(client, params["src"], module.check_mode))
+            result.update(import_(client, params["src"], module.check_mode, params["workers"]))
             missing = result["not_delivered"]
             if missing:
                 module.fail_json(msg=f"{len(missing)} instance(s) could NOT be re-delivered; they are kept in "

@@ -138,6 +138,8 @@ def test_import_says_loudly_what_it_could_not_redeliver(orthanc, module_runner, 
 @pytest.mark.parametrize(("args", "words"), [
     ({"state": "export"}, "state=export needs since_change"),
     ({"state": "import"}, "state=import needs src"),
+    ({"state": "import", "src": "/nonexistent", "workers": 0}, "workers must be 1 to 16, got 0"),
+    ({"state": "import", "src": "/nonexistent", "workers": 17}, "workers must be 1 to 16, got 17"),
     ({"since_change": -1}, "since_change must be 0 or more"),
     ({"state": "readback", "sample_size": 0}, "sample_size must be 1 to 100000"),
     ({"timeout": 0}, "timeout must be a number of seconds greater than 0"),

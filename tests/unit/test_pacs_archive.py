@@ -46,7 +46,8 @@ def findscu_sop_uids(orthanc, study_uid):
                            orthanc.host, str(orthanc.dicom_port)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 0, proc.stderr
-    return {line.split("[", 1)[1].split("]", 1)[0] for line in proc.stderr.splitlines()
+    # A UID of odd length travels padded with one NUL (PS3.5 6.2); findscu may print it: not part of the value.
+    return {line.split("[", 1)[1].split("]", 1)[0].rstrip("\x00 ") for line in proc.stderr.splitlines()
             if "(0008,0018)" in line and "[" in line}
 
 

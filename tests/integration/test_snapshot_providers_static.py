@@ -70,7 +70,8 @@ PROVIDER_OPTIONS = [
     "snapshot_files_paths", "snapshot_files_services", "snapshot_files_dir", "snapshot_files_reserve_bytes",
     "snapshot_files_report_max",
     "snapshot_podman_container", "snapshot_podman_containers_conf", "snapshot_podman_image_repository",
-    "snapshot_podman_export_dir", "snapshot_podman_boot_timeout",
+    "snapshot_podman_export_dir", "snapshot_podman_boot_timeout", "snapshot_podman_link_volumes",
+    "snapshot_podman_link_dir", "snapshot_podman_commit_paused", "snapshot_files_link_paths", "snapshot_files_link_dir",
     "snapshot_lvm_vg", "snapshot_lvm_lvs", "snapshot_lvm_size", "snapshot_lvm_allow_boot_lv",
     "snapshot_vmware_hostname", "snapshot_vmware_username", "snapshot_vmware_password",
     "snapshot_vmware_validate_certs", "snapshot_vmware_datacenter", "snapshot_vmware_folder", "snapshot_vmware_vm_name",
@@ -203,7 +204,7 @@ def test_dry_run_is_refused_for_files_and_podman(run_playbook):
     ({"snapshot_files_paths": ["/"]}, "snapshot_files_paths must list the absolute directories"),
     ({"snapshot_files_paths": ["/srv/../etc"]}, "snapshot_files_paths must list the absolute directories"),
     ({"snapshot_files_paths": ["/var"], "snapshot_files_dir": "/var/backups/cu"},
-     "snapshot_files_dir /var/backups/cu overlaps snapshot_files_paths ['/var']"),
+     "snapshot_files_dir /var/backups/cu overlaps snapshot_files_paths or snapshot_files_link_paths ['/var']"),
     ({"snapshot_files_paths": ["/srv/a"], "snapshot_files_services": ["orthanc; rm -rf /"]},
      "snapshot_files_services must be systemd unit names"),
 ])

@@ -7,7 +7,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.link_tree import LinkError, check, create, excludes_of, load, remove, restore
+from ansible.module_utils.link_tree import LinkError, check, create, excludes_of, exit_with, load, remove, restore
 
 DOCUMENTATION = r"""
 ---
@@ -179,12 +179,7 @@ def main():
         required_if=[("state", "present", ["src"]), ("state", "restored", ["src"])],
         supports_check_mode=True,
     )
-    try:
-        module.exit_json(**run(module))
-    except LinkError as err:
-        module.fail_json(msg=str(err))
-    except OSError as err:
-        module.fail_json(msg=f"{err.filename or ''}: {err.strerror}")
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

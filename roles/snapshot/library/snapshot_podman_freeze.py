@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.link_tree import LinkError, create
+from ansible.module_utils.link_tree import LinkError, create, exit_with
 
 DOCUMENTATION = r"""
 ---
@@ -148,12 +148,7 @@ def main():
         ),
         supports_check_mode=False,
     )
-    try:
-        module.exit_json(**freeze(module))
-    except LinkError as err:
-        module.fail_json(msg=str(err))
-    except OSError as err:
-        module.fail_json(msg=f"{err.filename or ''}: {err.strerror}")
+    exit_with(module, freeze)
 
 
 if __name__ == "__main__":

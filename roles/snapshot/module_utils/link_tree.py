@@ -281,3 +281,13 @@ def remove(dest, manifest, check_mode):
         if os.path.lexists(manifest):
             os.unlink(manifest)
     return changed
+
+
+def exit_with(module, run):
+    """Exit the module with run(module)'s result, or fail it with the message of a LinkError or an OSError."""
+    try:
+        module.exit_json(**run(module))
+    except LinkError as err:
+        module.fail_json(msg=str(err))
+    except OSError as err:
+        module.fail_json(msg=f"{err.filename or ''}: {err.strerror}")

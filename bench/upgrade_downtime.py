@@ -22,7 +22,10 @@ It reports, per run and as medians over the repeats: the longest and the total t
 PACS did not answer C-ECHO, each interval with the steps of the run it overlapped (snapshot,
 switch, revert...), the upgrade's wall time, the switch downtime the playbook measured, the
 longest time one store of the modality took (a hang), the machine's load, and for the faulty run
-the rollback wall time and the time from the failure until the PACS answered again.
+the rollback wall time and the time from the failure until the PACS answered again
+(``back_after_failure_s``: the end of the outage the rollback caused, in the switch, preserve or
+revert step; ``last_outage_end_after_failure_s``: the end of the run's last outage, whatever its
+cause).
 
     .venv/bin/python bench/upgrade_downtime.py --repeat 3 --json results/upgrade_downtime.json
 
@@ -231,12 +234,36 @@ def one_run(kind: str, logdir: Path, args) -> dict:
         "load_avg_1m_after": round(os.getloadavg()[0], 2),
     }
     if kind == "rollback":
-        failed_at = evidence["timings"].get("rollback_started_epoch")
-        back = [b for a, b in spans if failed_at is not None and b >= float(failed_at)]
         result["rollback_wall_s"] = evidence["timings"].get("rollback_wall_s")
-        result["back_after_failure_s"] = (
-            round(max(back) - float(failed_at), 1) if back else (0.0 if failed_at is not None else None))
+        result.update(back_after_failure(spans, evidence.get("steps") or [],
+                                         evidence["timings"].get("rollback_started_epoch"), started))
     return result
+
+
+# The steps in which the rollback itself keeps the PACS from answering (it is stopped, then restored).
+ROLLBACK_OUTAGE_STEPS = {"switch", "preserve", "revert"}
+
+
+def back_after_failure(spans: list[tuple[float, float]], steps: list[dict], failed_at, started: float) -> dict:
+    """How long after the failure the PACS answered again.
+
+    ``back_after_failure_s``: from the failure (the rollback's start) to the end of the outage the
+    rollback caused: the last outage after the failure that overlaps the switch (a failed start), the
+    preserve (the PACS is stopped) or the revert. 0 when the PACS never stopped answering after it.
+    ``last_outage_end_after_failure_s``: to the end of the last outage of the run, whatever its
+    cause (a short one later, while the kept instances are re-delivered, counts here).
+    """
+    if failed_at is None:
+        return {"failed_at_s": None, "back_after_failure_s": None, "last_outage_end_after_failure_s": None}
+    failed_at = float(failed_at)
+    attributed = attribute(spans, steps, started)
+    after = [(a, b, o["steps"]) for (a, b), o in zip(spans, attributed, strict=True) if b >= failed_at]
+    caused = [b for a, b, names in after if ROLLBACK_OUTAGE_STEPS.intersection(names)]
+    return {
+        "failed_at_s": round(failed_at - started, 1),
+        "back_after_failure_s": round(max(caused) - failed_at, 1) if caused else 0.0,
+        "last_outage_end_after_failure_s": round(max(b for a, b, _ in after) - failed_at, 1) if after else 0.0,
+    }
 
 
 def median(values):
@@ -244,38 +271,12 @@ def median(values):
     return round(statistics.median(values), 2) if values else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=1, help="upgrade + rollback pairs to run (default 1)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=14242, help="pacs1's DICOM port on the controller")
-    parser.add_argument("--aet", default="PACS1")
-    parser.add_argument("--calling-aet", default="CUVERIFY")
-    parser.add_argument("--only", choices=["upgrade", "rollback"], help="run one kind only")
-    parser.add_argument("--json", type=Path, help="write all results here")
-    parser.add_argument("--check-goal", action="store_true", help="exit 1 when a median misses its goal")
-    parser.add_argument("--fault", choices=sorted(FAULTS), default="verify",
-                        help="the rollback runs' fault: a failed verification or a configuration that cannot start")
-    parser.add_argument("--studies", type=int, default=20, help="seeded studies of 30 instances (default 20)")
-    parser.add_argument("--no-sender", dest="sender", action="store_false",
-                        help="no modality storing every 200 ms during the runs (the default sends)")
-    args = parser.parse_args(argv)
-
-    logdir = RESULTS / "bench-upgrade"
-    logdir.mkdir(parents=True, exist_ok=True)
-    kinds = [args.only] if args.only else ["upgrade", "rollback"]
-    runs = []
-    for i in range(args.repeat):
-        for kind in kinds:
-            r = one_run(kind, logdir, args)
-            r["repeat"] = i + 1
-            runs.append(r)
-            print(json.dumps(r), flush=True)
-
+def summarise(runs: list[dict], repeats: int, sender: bool, fault: str, instances: int) -> dict:
+    """Medians and totals over the runs, with the goals and the machine."""
     up = [r for r in runs if r["kind"] == "upgrade"]
     rb = [r for r in runs if r["kind"] == "rollback"]
     summary = {
-        "repeats": args.repeat,
+        "repeats": repeats,
         "upgrade": {
             "outcomes": [r["outcome"] for r in up],
             "median_longest_unavailable_s": median([r["longest_unavailable_s"] for r in up]),
@@ -291,23 +292,26 @@ def main(argv: list[str] | None = None) -> int:
             "median_wall_s": median([r["wall_s"] for r in rb]),
             "median_rollback_wall_s": median([float(r["rollback_wall_s"]) for r in rb if r.get("rollback_wall_s")]),
             "median_back_after_failure_s": median([r.get("back_after_failure_s") for r in rb]),
+            "median_last_outage_end_after_failure_s": median([r.get("last_outage_end_after_failure_s") for r in rb]),
             "median_longest_unavailable_s": median([r["longest_unavailable_s"] for r in rb]),
             "acknowledged_stores": sum(r["acknowledged_stores"] or 0 for r in rb),
             "acknowledged_lost": sum(r["acknowledged_lost"] or 0 for r in rb),
             "median_longest_store_s": median([r["longest_store_s"] for r in rb]),
         },
-        "sender": args.sender,
-        "fault": args.fault,
-        "instances_seeded": args.studies * 30,
+        "sender": sender,
+        "fault": fault,
+        "instances_seeded": instances,
         "goals": {"unavailable_s": GOAL_UNAVAILABLE_S, "back_after_failure_s": GOAL_BACK_AFTER_FAILURE_S,
                   "longest_store_s": GOAL_LONGEST_STORE_S},
         "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+    return summary
 
+
+def goals_missed(runs: list[dict], summary: dict) -> list[str]:
+    """What the runs missed of the goals (empty: every goal met)."""
+    up = [r for r in runs if r["kind"] == "upgrade"]
+    rb = [r for r in runs if r["kind"] == "rollback"]
     missed = []
     if up and not all(r["outcome"] == "upgraded" for r in up):
         missed.append("an upgrade run did not end upgraded")
@@ -326,6 +330,82 @@ def main(argv: list[str] | None = None) -> int:
         lost_total = sum(r["acknowledged_lost"] or 0 for r in kind_runs)
         if lost_total:
             missed.append(f"{lost_total} acknowledged stores lost through the {name} runs (goal 0)")
+    return missed
+
+
+def rescore(path: Path) -> dict:
+    """Add back_after_failure_s as defined now to rollback runs saved by the earlier version of this
+    script, which saved as back_after_failure_s the end of the run's last outage after the failure.
+
+    The failure's time is that end less the saved figure (the outages' at_s are rounded to 0.1 s);
+    the saved figure becomes last_outage_end_after_failure_s. Runs saved by this version are kept.
+    """
+    data = json.loads(path.read_text())
+    for run in data["runs"]:
+        if run["kind"] != "rollback" or "failed_at_s" in run or run.get("back_after_failure_s") is None:
+            continue
+        ends = [(o["at_s"] + o["duration_s"], o["steps"]) for o in run["outages"]]
+        last_end = max((end for end, _ in ends), default=None)
+        old = float(run["back_after_failure_s"])
+        if last_end is None or old == 0.0:
+            run.update({"failed_at_s": None, "last_outage_end_after_failure_s": old})
+            continue
+        failed_at = last_end - old
+        caused = [end for end, names in ends if end >= failed_at and ROLLBACK_OUTAGE_STEPS.intersection(names)]
+        run.update({"failed_at_s": round(failed_at, 1), "last_outage_end_after_failure_s": old,
+                    "back_after_failure_s": round(max(caused) - failed_at, 1) if caused else 0.0,
+                    "rescored": "back_after_failure_s from the saved outages (bench --rescore)"})
+    old_summary = data["summary"]
+    data["summary"] = summarise(data["runs"], old_summary["repeats"], old_summary["sender"], old_summary["fault"],
+                                old_summary["instances_seeded"])
+    data["summary"]["machine"] = old_summary["machine"]
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=1, help="upgrade + rollback pairs to run (default 1)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=14242, help="pacs1's DICOM port on the controller")
+    parser.add_argument("--aet", default="PACS1")
+    parser.add_argument("--calling-aet", default="CUVERIFY")
+    parser.add_argument("--only", choices=["upgrade", "rollback"], help="run one kind only")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--check-goal", action="store_true", help="exit 1 when a median misses its goal")
+    parser.add_argument("--fault", choices=sorted(FAULTS), default="verify",
+                        help="the rollback runs' fault: a failed verification or a configuration that cannot start")
+    parser.add_argument("--studies", type=int, default=20, help="seeded studies of 30 instances (default 20)")
+    parser.add_argument("--no-sender", dest="sender", action="store_false",
+                        help="no modality storing every 200 ms during the runs (the default sends)")
+    parser.add_argument("--rescore", type=Path, metavar="JSON",
+                        help="recompute a results file saved by the earlier version of this script; runs nothing")
+    args = parser.parse_args(argv)
+    if args.rescore:
+        data = rescore(args.rescore)
+        print(json.dumps(data["summary"], indent=2))
+        for m in goals_missed(data["runs"], data["summary"]):
+            print("goal missed:", m, file=sys.stderr)
+        return 0
+
+    logdir = RESULTS / "bench-upgrade"
+    logdir.mkdir(parents=True, exist_ok=True)
+    kinds = [args.only] if args.only else ["upgrade", "rollback"]
+    runs = []
+    for i in range(args.repeat):
+        for kind in kinds:
+            r = one_run(kind, logdir, args)
+            r["repeat"] = i + 1
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+
+    summary = summarise(runs, args.repeat, args.sender, args.fault, args.studies * 30)
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+
+    missed = goals_missed(runs, summary)
     for m in missed:
         print("goal missed:", m, file=sys.stderr)
     return 1 if (missed and args.check_goal) else 0

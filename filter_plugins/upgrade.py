@@ -42,10 +42,10 @@ from versions import upstream_version  # noqa: E402
 
 STEP_STATUSES = ("running", "passed", "failed", "skipped")
 OUTCOMES = ("upgraded", "already_current", "prechecked", "refused", "failed_unchanged", "rolled_back",
-            "rollback_failed", "not_attempted", "unknown")
+            "reverted", "rollback_failed", "not_attempted", "unknown")
 SCHEMA = 2
 # Outcomes after which the host was (or may have been) changed: their downtime is reported.
-CHANGE_OUTCOMES = ("upgraded", "failed_unchanged", "rolled_back", "rollback_failed", "unknown")
+CHANGE_OUTCOMES = ("upgraded", "failed_unchanged", "rolled_back", "reverted", "rollback_failed", "unknown")
 BETWEEN_STEPS = "between steps"
 
 
@@ -236,8 +236,9 @@ def upgrade_record_step(result, step: str, value) -> dict:
 
     snapshot -> ``snapshot``; stage -> ``staged`` (and ``versions.os_release_upgrade``); switch ->
     ``switch`` (and ``versions.after``, ``versions.database_after``, ``timings.switch_downtime_s``);
-    verify -> ``verification``; revert -> ``snapshot_reverted``; verify_after_rollback ->
-    ``rollback_verification``; mark -> ``mark``; preserve -> ``preserved``; redeliver -> ``redelivered``.
+    verify -> ``verification``; revert -> ``snapshot_reverted``; verify_after_rollback and
+    check_after_rollback -> ``rollback_verification``; mark -> ``mark``; preserve -> ``preserved``;
+    redeliver -> ``redelivered``.
     Other steps keep their value in the step record's details only.
     """
     out = _check_result(result)
@@ -259,7 +260,7 @@ def upgrade_record_step(result, step: str, value) -> dict:
         out["verification"] = list(value)
     elif step == "revert":
         out["snapshot_reverted"] = value
-    elif step == "verify_after_rollback":
+    elif step in ("verify_after_rollback", "check_after_rollback"):
         out["rollback_verification"] = list(value)
     elif step == "mark":
         out["mark"] = value
@@ -268,6 +269,30 @@ def upgrade_record_step(result, step: str, value) -> dict:
     elif step == "redeliver":
         out["redelivered"] = value
     return out
+
+
+def upgrade_snapshot_mark(record, margin_s=600) -> dict | None:
+    """The mark from which a revert on demand keeps what the clinical system accepted since a snapshot.
+
+    The upgrade run that took the snapshot stored the product's mark in the record (annotations.mark).
+    A record without one (taken by hand, or before marks were recorded) gives a mark made of the
+    record's creation time less ``margin_s`` (the controller's clock wrote it, the host's clock dates
+    the files): ``since`` (UTC, ISO 8601) and ``from: created``. Keeping a little too much is harmless
+    (re-delivering an instance that is already there changes nothing); keeping too little is not.
+    None when the record has neither.
+    """
+    if not isinstance(record, dict):
+        raise ValueError("upgrade_snapshot_mark needs a snapshot record (the snapshot role's snapshot_shown)")
+    mark = (record.get("annotations") or {}).get("mark")
+    if isinstance(mark, dict) and mark:
+        return copy.deepcopy(mark)
+    created = record.get("created")
+    if not created:
+        return None
+    moment = datetime.datetime.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    since = moment - datetime.timedelta(seconds=float(margin_s))
+    return {"since": f"{since:%Y-%m-%dT%H:%M:%SZ}", "last_change": None, "from": "created",
+            "recorded": str(created)}
 
 
 def failed_checks(records) -> list:
@@ -648,9 +673,10 @@ def product_discovery(info, product: str, package: str, packages=None, rest_url:
 # snapshot). A rerun reads it with the lock and judges here whether that run still works.
 
 # Steps after which the host is (or may be) changed: a run interrupted in one of them left it changed.
-CHANGING_PHASES = ("stage", "switch", "verify", "preserve", "revert", "redeliver", "verify_after_rollback")
+CHANGING_PHASES = ("stage", "switch", "verify", "preserve", "revert", "redeliver", "verify_after_rollback",
+                   "check_after_rollback")
 # Steps of a rollback after which the snapshot is being (or was) restored: resumed by hand only.
-REVERTING_PHASES = ("revert", "redeliver", "verify_after_rollback")
+REVERTING_PHASES = ("revert", "redeliver", "verify_after_rollback", "check_after_rollback")
 FINISHED = "finished"
 
 
@@ -866,6 +892,7 @@ class FilterModule:
             "upgrade_summary_lines": upgrade_summary_lines,
             "upgrade_record_step": upgrade_record_step,
             "failed_checks": failed_checks,
+            "upgrade_snapshot_mark": upgrade_snapshot_mark,
             "upgrade_downtime": upgrade_downtime,
             "upgrade_downtime_lines": upgrade_downtime_lines,
             "upgrade_journal": upgrade_journal,

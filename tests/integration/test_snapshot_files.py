@@ -191,13 +191,20 @@ def test_files_list_revert_and_remove_from_the_hosts_copy_without_the_controller
     pexec(name, SETUP)
     before = pexec(name, STATE).stdout
     hv = host_vars(snaptest_container)
-    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
+    annotations = {"run": "r1", "mark": {"last_change": 7, "since": "@1796170000.25"}}
+    create = {"snaptest_action": "create", "snapshot_name": "s1", "snapshot_annotations": annotations}
+    proc, facts = run_playbook("snapshot_action.yml", hv, create)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     on_host = json.loads(pexec(name, "cat /var/lib/clinical-upgrade/snapshots/s1.json").stdout)
-    assert on_host == facts["snapshot_record"]
+    assert on_host == facts["snapshot_record"] and on_host["annotations"] == annotations
 
     shutil.rmtree(run_playbook.registry)
     pexec(name, CHANGE)
+
+    # `show` reads one record (what a revert on demand needs to know about the snapshot's moment).
+    proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "show", "snapshot_id": "s1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert facts["snapshot_shown"] == on_host
 
     proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "list"})
     assert proc.returncode == 0, proc.stdout + proc.stderr

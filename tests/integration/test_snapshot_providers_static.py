@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ENV, VENV_BIN
 
-ENTRY_POINTS = ["main", "create", "revert", "remove", "list"]
+ENTRY_POINTS = ["main", "create", "revert", "remove", "show", "list"]
 LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
 VMWARE = {
     **LOCAL,
@@ -81,7 +81,7 @@ PROVIDER_OPTIONS = [
     "snapshot_proxmox_api_token_id", "snapshot_proxmox_api_token_secret", "snapshot_proxmox_validate_certs",
     "snapshot_proxmox_vmid", "snapshot_proxmox_guest_type", "snapshot_proxmox_vmstate", "snapshot_proxmox_timeout",
 ]
-CREATE_OPTIONS = [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_name", "snapshot_description",
+CREATE_OPTIONS = [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_name", "snapshot_description", "snapshot_annotations",
                   "snapshot_async_timeout", "snapshot_async_poll"]
 EXPECTED_OPTIONS = {
     "main": CREATE_OPTIONS,
@@ -89,6 +89,7 @@ EXPECTED_OPTIONS = {
     "revert": [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_id", "snapshot_verify_on_revert", "snapshot_allow_reboot",
                "snapshot_reboot_timeout"],
     "remove": [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_id", "snapshot_keep"],
+    "show": [*COMMON_OPTIONS, *PROVIDER_OPTIONS, "snapshot_id"],
     "list": ["snapshot_provider", "snapshot_registry_dir", "snapshot_host_registry_dir"],
 }
 
@@ -137,7 +138,7 @@ def test_argument_spec_rejects_unknown_provider(entry, run_playbook):
     assert "value of snapshot_provider must be one of: files, podman, lvm, vmware, proxmox, got: zfs" in proc.stdout
 
 
-@pytest.mark.parametrize("entry", ["main", "create", "revert", "remove"])
+@pytest.mark.parametrize("entry", ["main", "create", "revert", "remove", "show"])
 def test_argument_spec_requires_provider(entry, run_playbook):
     proc, _ = run_playbook("snapshot_action.yml", LOCAL, {"snaptest_action": entry})
     assert proc.returncode != 0

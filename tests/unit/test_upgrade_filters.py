@@ -24,6 +24,7 @@ from upgrade import (  # noqa: E402
     upgrade_run_metadata,
     upgrade_run_summary,
     upgrade_running_step,
+    upgrade_snapshot_mark,
     upgrade_step_begin,
     upgrade_step_end,
     upgrade_summary_line,
@@ -107,6 +108,33 @@ def test_step_results_land_where_the_evidence_keeps_them():
     assert failed_checks(result["rollback_verification"]) == [{"check": "a", "status": "failed"}]
     assert upgrade_record_step(result, "switch", None) == result
     assert upgrade_record_step(result, "switch", "") == result
+    # The health check that verifies a revert on demand without a baseline lands in the same place.
+    checked = upgrade_record_step(result, "check_after_rollback", [{"check": "b", "status": "passed"}])
+    assert checked["rollback_verification"] == [{"check": "b", "status": "passed"}]
+
+
+def test_a_revert_on_demand_keeps_from_the_mark_the_upgrade_stored_in_the_snapshot():
+    mark = {"last_change": 812, "since": "@1796170000.25", "marker": "/var/lib/clinical-upgrade/pacs-mark.json"}
+    record = {"id": "s1", "created": "2026-12-02T01:18:23Z", "annotations": {"run": "r1", "mark": mark}}
+    kept = upgrade_snapshot_mark(record)
+    assert kept == mark and kept is not mark
+
+
+@pytest.mark.parametrize("annotations", [None, {}, {"run": "r1"}, {"mark": None}, {"mark": {}}])
+def test_a_snapshot_without_a_mark_keeps_from_its_creation_less_a_margin(annotations):
+    record = {"id": "s1", "created": "2026-12-02T01:18:23Z"}
+    if annotations is not None:
+        record["annotations"] = annotations
+    assert upgrade_snapshot_mark(record) == {"since": "2026-12-02T01:08:23Z", "last_change": None, "from": "created",
+                                             "recorded": "2026-12-02T01:18:23Z"}
+    assert upgrade_snapshot_mark(record, 0)["since"] == "2026-12-02T01:18:23Z"
+    assert upgrade_snapshot_mark(record, "3600")["since"] == "2026-12-02T00:18:23Z"
+
+
+def test_a_snapshot_mark_needs_a_record():
+    assert upgrade_snapshot_mark({"id": "s1"}) is None
+    with pytest.raises(ValueError, match="snapshot record"):
+        upgrade_snapshot_mark("s1")
 
 
 def test_timings_measure_from_the_recorded_starts():
@@ -205,7 +233,7 @@ def test_every_filter_is_registered():
     for name in ("upgrade_run_metadata", "upgrade_result_new", "upgrade_step_begin", "upgrade_step_end",
                  "upgrade_running_step", "upgrade_public", "upgrade_run_summary", "upgrade_timing",
                  "upgrade_record_step", "failed_checks", "upgrade_summary_line", "upgrade_summary_lines",
-                 "product_discovery", "upgrade_downtime", "upgrade_downtime_lines"):
+                 "product_discovery", "upgrade_downtime", "upgrade_downtime_lines", "upgrade_snapshot_mark"):
         assert callable(names[name])
 
 

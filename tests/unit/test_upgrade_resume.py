@@ -248,6 +248,7 @@ def test_the_plan_follows_the_phase():
     assert plan("lock") == plan("mark") == plan("snapshot") == "fresh"
     assert plan("snapshot", snap) == plan("stage", snap) == plan("verify", snap) == plan("preserve", snap) == "verify"
     assert plan("revert", snap) == plan("redeliver", snap) == plan("verify_after_rollback", snap) == "manual"
+    assert plan("check_after_rollback", snap) == "manual"
 
 
 def test_another_controller_resumes_only_when_stale_or_asked():

@@ -79,8 +79,12 @@ unit: deps venv
 integration: deps venv images
 	$(BIN)/pytest tests/integration
 
+# The Molecule scenarios in two lanes at once (the machine's two cores): one after the other in
+# each lane, every scenario in exactly one (tools/molecule_lanes.sh refuses otherwise). The PACS
+# scenarios of lane 1 use the host mol-upgrade-pacs, those of lane 2 mol-pacs2.
+MOLECULE_LANES := "pacs_upgrade pacs_rollback" "lab pacs_resume pacs_precheck_refusal"
 molecule: deps venv images
-	$(BIN)/molecule test --all
+	tools/molecule_lanes.sh $(MOLECULE_LANES)
 
 test: lint unit integration molecule
 

@@ -11,15 +11,20 @@ HOST = "mol-pacs2"
 REST = testlib.OrthancRest("http://127.0.0.1:48042")
 
 
+def is_revert(run: dict) -> bool:
+    return bool(run["steps"]) and run["steps"][0]["name"] == "prepare_revert"
+
+
 def resumed_run() -> dict:
-    runs = [r for r in testlib.evidence_files(HOST) if r["outcome"] != "reverted"]
+    runs = [r for r in testlib.evidence_files(HOST) if not is_revert(r)]
     assert len(runs) == 1, "the killed run wrote no evidence; the rerun wrote one file"
     return runs[0]
 
 
 def reverted_run() -> dict:
-    runs = [r for r in testlib.evidence_files(HOST) if r["outcome"] == "reverted"]
-    assert len(runs) == 1, "the revert on demand wrote one evidence file, outcome reverted (see reverted-run.log)"
+    runs = [r for r in testlib.evidence_files(HOST) if is_revert(r)]
+    assert len(runs) == 1, "the revert on demand wrote one evidence file (see reverted-run.log)"
+    assert runs[0]["outcome"] == "reverted", (runs[0]["outcome"], runs[0]["message"])
     return runs[0]
 
 

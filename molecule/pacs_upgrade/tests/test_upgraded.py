@@ -93,8 +93,14 @@ def test_z_manual_rollback_returns_to_the_recorded_snapshot(host):
     assert snapshot_id in listed.stdout
     reverted = testlib.run_playbook("rollback.yml", "-e", f"snapshot_id={snapshot_id}")
     assert reverted.returncode == 0, reverted.stdout[-3000:] + reverted.stderr[-2000:]
-    assert "passed every check" in reverted.stdout
+    assert f"runs snapshot {snapshot_id} and passed verification" in reverted.stdout
+    revert = testlib.evidence_files(HOST)[-1]
+    assert revert["outcome"] == "reverted" and revert["versions"]["after"] == "1.10.1"
+    # What the modality stored during the upgrade (after the snapshot) was kept and re-delivered.
+    assert revert["preserved"]["count"] > 0 and revert["redelivered"]["not_delivered"] == []
     assert REST.json("/system")["Version"] == "1.10.1"
     assert host.file("/etc/debian_version").content_string.startswith("12")
     missing, different = testlib.seed_instances_problems(REST)
     assert not missing and not different
+    acknowledged, lost = testlib.acknowledged_but_missing(REST)
+    assert acknowledged > 0 and not lost, f"{len(lost)} of {acknowledged} acknowledged instances lost by the revert"

@@ -9,6 +9,8 @@ Peers (all bound to 127.0.0.1 on free ephemeral ports, torn down after use):
 * ``wlmscpfs`` -- DCMTK worklist SCP serving .wl files made with dump2dcm.
 * ``tls_pki`` / ``tls_storescp`` -- a throw-away CA, server and client certs, and a
   storescp that requires TLS with a client certificate from that CA.
+* ``tls_orthanc`` (session) -- Orthanc with DICOM TLS (client certificate required) and its REST
+  API over https (nginx in front), all signed by ``tls_pki``'s CA.
 * ``strict_scp`` -- pynetdicom SCP that rejects unknown called/calling AE titles.
 * ``raw_peer`` -- factory for plain TCP peers that misbehave (never answer, abort, close).
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -27,6 +30,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -89,10 +93,12 @@ class OrthancPeer:
     log_path: Path
     noget_ae: str
     process: subprocess.Popen = field(repr=False)
+    scheme: str = "http"
+    ca_cert: Path | None = None  # the CA of an https REST API and a DICOM TLS port
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{self.scheme}://{self.host}:{self.http_port}"
 
     def rest(self, method: str, path: str, body=None):
         data = None
@@ -101,7 +107,8 @@ class OrthancPeer:
         req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 - http URL built here
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(req, timeout=10) as rsp:  # noqa: S310 - loopback test peer
+        context = ssl.create_default_context(cafile=str(self.ca_cert)) if self.ca_cert else None
+        with urllib.request.urlopen(req, timeout=10, context=context) as rsp:  # noqa: S310 - loopback test peer
             payload = rsp.read()
         return json.loads(payload) if payload.strip() else None
 
@@ -123,7 +130,69 @@ def empty_orthanc(tmp_path_factory) -> OrthancPeer:
     yield from _orthanc_peer(tmp_path_factory.mktemp("orthanc-empty"))
 
 
-def _orthanc_peer(base: Path):
+NGINX_CONF = """
+daemon off;
+master_process off;
+user root;
+pid {base}/nginx.pid;
+error_log {base}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {base}/body;
+    proxy_temp_path {base}/proxy;
+    fastcgi_temp_path {base}/fastcgi;
+    uwsgi_temp_path {base}/uwsgi;
+    scgi_temp_path {base}/scgi;
+    client_max_body_size 0;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream}/;
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="session")
+def tls_orthanc(tmp_path_factory, tls_pki) -> OrthancPeer:
+    """Orthanc as a secured site runs it: DICOM TLS (client certificate required) and its REST API
+    over https, both with certificates of the test CA (``tls_pki``), which no system trust store knows.
+
+    The https side is nginx in front of Orthanc's REST port, as the Orthanc Book advises (and because
+    Orthanc 1.10.1's own HTTPS server crashes on Debian 12's OpenSSL 3 at the first request)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.fail("nginx is not installed: run `make deps` (apt-get install nginx-light)")
+    base = tmp_path_factory.mktemp("orthanc-tls")
+    extra = {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(tls_pki.server_cert),
+        "DicomTlsPrivateKey": str(tls_pki.server_key),
+        "DicomTlsTrustedCertificates": str(tls_pki.ca_cert),
+        "DicomTlsRemoteCertificateRequired": True,
+    }
+    for peer in _orthanc_peer(base, extra):
+        proxy = base / "nginx"
+        proxy.mkdir()
+        port = free_port()
+        conf = proxy / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(base=proxy, port=port, cert=tls_pki.server_cert, key=tls_pki.server_key,
+                                          upstream=peer.http_port))
+        proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(proxy)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, proc=proc)
+            yield dataclasses.replace(peer, http_port=port, scheme="https", ca_cert=tls_pki.ca_cert)
+        finally:
+            stop_process(proc)
+
+
+def _orthanc_peer(base: Path, extra_config: dict | None = None, scheme: str = "http", ca_cert: Path | None = None):
     binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not os.path.exists(binary):
         pytest.fail("Orthanc is not installed: run `make deps` (apt-get install orthanc)")
@@ -164,6 +233,7 @@ def _orthanc_peer(base: Path):
         # Reads go to the disk, not Orthanc's storage cache: a read-back test must see the stored bytes.
         "MaximumStorageCacheSize": 0,
     }
+    config.update(extra_config or {})
     cfg_dir = base / "config"
     cfg_dir.mkdir()
     (cfg_dir / "orthanc.json").write_text(json.dumps(config, indent=1))
@@ -184,6 +254,8 @@ def _orthanc_peer(base: Path):
         log_path=log_path,
         noget_ae=NOGET_AE,
         process=proc,
+        scheme=scheme,
+        ca_cert=ca_cert,
     )
     try:
         deadline = time.monotonic() + 30

@@ -12,7 +12,7 @@ What lives here:
   TLS), C-ECHO, C-FIND, C-STORE, C-GET, C-MOVE, latency measurement, and
   failure classification into a small set of reasons (``DicomError.reason``).
 * ``build_client(params)`` -- the single seam modules use to get a client.
-* ``mask_name()`` / ``mask_id()`` / ``mask_identifier()`` -- PHI masking.
+* ``identifier_to_dict()`` / ``is_phi_keyword()`` / ``mask_value()`` -- PHI masking (``***``).
 
 pynetdicom is made quiet on import: its standard event handlers are disabled
 and query/response identifiers are never logged (they carry patient data).
@@ -32,9 +32,12 @@ import ssl
 import threading
 import time
 
+from ansible.module_utils.arg_types import whole_number
 from ansible.module_utils.dicom_net import make_ae_tuning, tune_socket
+from ansible.module_utils.net_checks import host_name_error, speaks_tls
 
 try:
+    from pydicom.datadict import dictionary_VR
     from pydicom.dataset import Dataset
     from pydicom.multival import MultiValue
 
@@ -168,18 +171,35 @@ ABORT_REASONS = {
     6: "invalid PDU parameter value",
 }
 
-#: Attributes masked in query results unless unmask_phi is set.
-PHI_NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientMotherBirthName", "PatientBirthName")
-PHI_ID_KEYWORDS = (
-    "PatientID",
-    "OtherPatientIDs",
-    "AccessionNumber",
-    "MedicalRecordLocator",
-    "AdmissionID",
-    "PatientTelephoneNumbers",
-    "PatientAddress",
+#: What a masked value looks like: fixed, so that it reveals neither the length nor an initial.
+MASK = "***"
+#: Attributes masked in query results unless unmask_phi is set, besides every attribute of VR PN
+#: (person names: patient, referring and performing physicians, operators), DA, DT and TM (dates and
+#: times of a patient's care) and free text (ST, LT, UT, and every *Description or *Comments).
+PHI_KEYWORDS = frozenset(
+    {
+        "PatientID",
+        "IssuerOfPatientID",
+        "OtherPatientIDs",
+        "AccessionNumber",
+        "MedicalRecordLocator",
+        "AdmissionID",
+        "PatientTelephoneNumbers",
+        "PatientAddress",
+        "PatientAge",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "StudyID",
+        "RequestedProcedureID",
+        "ScheduledProcedureStepID",
+        "PerformedProcedureStepID",
+        "InstitutionName",
+        "InstitutionAddress",
+        "StationName",
+    }
 )
-PHI_DATE_KEYWORDS = ("PatientBirthDate", "PatientBirthTime")
+PHI_VRS = frozenset({"PN", "DA", "DT", "TM", "ST", "LT", "UT"})
+PHI_KEYWORD_SUFFIXES = ("Description", "Comments")
 
 
 def quiet_pynetdicom() -> None:
@@ -224,7 +244,7 @@ def dicom_argument_spec() -> dict:
     """Connection options shared by dicom_echo, dicom_query and dicom_roundtrip."""
     return dict(
         host=dict(type="str", required=True),
-        port=dict(type="int", default=104),
+        port=dict(type=whole_number, default=104),
         called_ae=dict(type="str", required=True),
         calling_ae=dict(type="str", default="CLINUPG"),
         timeout=dict(type="float", default=10.0),
@@ -271,6 +291,9 @@ def validate_host(value, option: str = "host") -> str:
         raise DicomValidationError(
             f"{option} must be a bare host name or IP address (no spaces, no scheme, no path), got {value!r}"
         )
+    error = host_name_error(value)
+    if error:
+        raise DicomValidationError(f"{option}: {error}")
     return value
 
 
@@ -396,40 +419,49 @@ def build_tls_context(params: dict):
 # --------------------------------------------------------------------------- PHI masking
 
 
-def _mask_component(text: str) -> str:
-    return text[:1] + "*" * (len(text) - 1) if text else text
-
-
 def mask_name(value) -> str | None:
-    """``SYNTH^PATIENT^0003`` -> ``S****^P******^0***``: first letter of each component kept."""
-    if value is None:
-        return None
-    text = str(value)
-    groups = text.split("=")  # alphabetic=ideographic=phonetic
-    return "=".join("^".join(_mask_component(part) for part in group.split("^")) for group in groups)
+    """A person name masked: ``SYNTH^PATIENT^0003`` -> ``***`` (no length, no initials)."""
+    return None if value is None else (MASK if str(value) else "")
 
 
 def mask_id(value) -> str | None:
-    """``SYN-000003`` -> ``S*********``: only the first character kept."""
-    if value is None:
-        return None
-    return _mask_component(str(value))
+    """An identifier masked: ``SYN-000003`` -> ``***``."""
+    return None if value is None else (MASK if str(value) else "")
 
 
-def mask_value(keyword: str, value):
+def mask_value(keyword: str, value):  # noqa: ARG001 - the keyword is kept for callers that pass it
+    """Any PHI value masked the same way; empty values stay empty, lists keep their number of values."""
     if value is None or value == "":
         return value
     if isinstance(value, (list, tuple)):
         return [mask_value(keyword, v) for v in value]
-    if keyword in PHI_NAME_KEYWORDS:
-        return mask_name(value)
-    if keyword in PHI_DATE_KEYWORDS:
-        return "*" * len(str(value))
-    return mask_id(value)
+    return MASK
 
 
-def is_phi_keyword(keyword: str) -> bool:
-    return keyword in PHI_NAME_KEYWORDS or keyword in PHI_ID_KEYWORDS or keyword in PHI_DATE_KEYWORDS
+def is_phi_keyword(keyword: str, vr: str | None = None) -> bool:
+    """Whether an attribute is masked by default: a patient identifier, a name, a date or free text."""
+    if keyword in PHI_KEYWORDS or keyword.endswith(PHI_KEYWORD_SUFFIXES):
+        return True
+    if vr is None and HAS_PYDICOM:
+        try:
+            vr = dictionary_VR(keyword)
+        except KeyError:
+            vr = None
+    return vr in PHI_VRS
+
+
+def phi_safe_invocation(params: dict, options) -> dict:
+    """The task's ``invocation`` with the options that may identify a patient masked.
+
+    Ansible returns the module's arguments with every result (``invocation``, shown at -vvv and
+    stored by AWX with each job event); a patient ID used as a query filter would land there in
+    clear. Modules pass this as ``invocation=`` to exit_json/fail_json instead.
+    """
+    args = dict(params)
+    for option in options:
+        if args.get(option):
+            args[option] = MASK
+    return {"module_args": args}
 
 
 def identifier_to_dict(ds, *, unmask_phi: bool = False) -> dict:
@@ -451,7 +483,7 @@ def identifier_to_dict(ds, *, unmask_phi: bool = False) -> dict:
             value = [str(v) for v in value]
         else:
             value = str(value)
-        if not unmask_phi and is_phi_keyword(keyword):
+        if not unmask_phi and (elem.tag.is_private or is_phi_keyword(keyword, elem.VR)):
             value = mask_value(keyword, value)
         out[keyword] = value
     return out
@@ -617,6 +649,13 @@ class DicomClient:
                 f"timeout: {self._peer()} accepted the TCP connection but did not answer the association "
                 f"request within {self.timeout:g} s (is it a DICOM service? is it overloaded?)",
             )
+        if self.tls_context is None and speaks_tls(self.host, self.port, self.timeout):
+            return DicomError(
+                REASON_TLS,
+                f"{self._peer()} closed the connection without answering the association request: the peer "
+                "speaks TLS on this port; set tls: true (with tls_ca_cert, and tls_client_cert/tls_client_key "
+                "when it asks for a client certificate), or use its plain DICOM port",
+            )
         hint = " (with TLS this usually means the peer refused the client certificate)" if self.tls_context else ""
         return DicomError(
             REASON_ABORTED,
@@ -639,6 +678,8 @@ class DicomClient:
                 "check tls_ca_cert (and tls_check_hostname for host name mismatches)",
             )
         except ssl.SSLError as exc:
+            if not speaks_tls(self.host, self.port, self.timeout):
+                return self._not_tls(addr)
             return DicomError(REASON_TLS, f"TLS handshake with {addr} failed: {exc.reason or exc}")
         except ConnectionRefusedError:
             return DicomError(
@@ -657,6 +698,8 @@ class DicomClient:
         except OSError as exc:
             if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
                 return DicomError(REASON_HOST_UNREACHABLE, f"{addr} is unreachable: {exc.strerror}")
+            if self.tls_context is not None and sock is not None and not speaks_tls(self.host, self.port, self.timeout):
+                return self._not_tls(addr)  # a plain DICOM port resets the TLS ClientHello
             return DicomError(REASON_CONNECTION_FAILED, f"cannot connect to {addr}: {exc.strerror or exc}")
         finally:
             if sock is not None:
@@ -665,6 +708,14 @@ class DicomClient:
         return DicomError(
             REASON_CONNECTION_FAILED,
             f"cannot connect to {addr}: the connection failed but a second attempt succeeded (flapping service?)",
+        )
+
+    @staticmethod
+    def _not_tls(addr: str) -> DicomError:
+        return DicomError(
+            REASON_TLS,
+            f"TLS handshake with {addr} failed: the peer does not speak TLS on this port; set tls: false (and "
+            "no tls_* files), or use the peer's DICOM TLS port",
         )
 
     def _dimse_failure(self, assoc, op: str, elapsed: float) -> DicomError:

@@ -30,7 +30,8 @@ options:
   max_latency_ms:
     description:
       - Fail with reason C(latency_exceeded) when the whole cycle (associate, C-ECHO, release)
-        takes longer than this many milliseconds. Not checked when unset.
+        takes longer than this many milliseconds. Not checked when unset. C(nan), C(inf), 0 and
+        negative values are refused.
     type: float
 attributes:
   check_mode:
@@ -157,8 +158,13 @@ def main():
     tls = uses_tls(module.params)
 
     max_latency = module.params["max_latency_ms"]
-    if max_latency is not None and max_latency <= 0:
-        module.fail_json(msg="max_latency_ms must be greater than 0", reason="invalid_argument", tls=tls)
+    if max_latency is not None and not (0 < max_latency < 3_600_000):  # also refuses nan and inf
+        module.fail_json(
+            msg="max_latency_ms must be a number of milliseconds greater than 0 and below 3600000, "
+            f"got {max_latency!r}",
+            reason="invalid_argument",
+            tls=tls,
+        )
 
     try:
         client = build_client(module.params)

@@ -13,9 +13,13 @@ description:
   - Sends a C-FIND at PATIENT, STUDY, SERIES or IMAGE level (Study Root, or Patient Root for
     PATIENT level) or a Modality Worklist query, with optional filters, and returns the number
     of matches.
-  - With O(return_identifiers=true) it also returns up to O(max_results) matches. Patient names,
-    patient IDs, accession numbers and birth dates in them are masked (for example
-    C(S****^P******^0***)) unless O(unmask_phi=true) is set explicitly.
+  - With O(return_identifiers=true) it also returns up to O(max_results) matches. Unless
+    O(unmask_phi=true) is set explicitly, every value that could identify a patient is replaced by
+    C(***), which reveals neither its length nor an initial. Masked are person names of any kind
+    (VR PN, for patients, referring and performing physicians, operators), patient IDs, accession numbers,
+    study and procedure IDs, dates and times (VR DA, DT, TM), free text (VR ST, LT, UT, and
+    every C(*Description) and C(*Comments)), institution and station names, and private
+    attributes. UIDs, modalities, counts and numbers stay in clear.
   - Arguments (AE titles, port, TLS files, level, filter formats) are checked before any network
     traffic. Failures carry a C(reason) like M(dicom_echo), plus C(dimse_failure) when the peer
     answers the C-FIND with a failure status.
@@ -74,6 +78,9 @@ options:
   return_keys:
     description:
       - Extra attribute keywords to ask for and return (for example C(StudyDescription)).
+      - Refused before any network traffic, with what to do instead, are C(QueryRetrieveLevel)
+        (use O(level)), bulk data (VR OB, OW, OF, OD, OL, OV, UN, such as C(PixelData)), and
+        command, file meta and item attributes.
     type: list
     elements: str
     default: []
@@ -87,8 +94,8 @@ options:
     default: 100
   unmask_phi:
     description:
-      - Return patient names, IDs, accession numbers and birth dates in clear. Off by default so
-        that task output and logs carry no patient data.
+      - Return the masked attributes (see the description) in clear. Off by default so that task
+        output and logs carry no patient data.
     type: bool
     default: false
 attributes:
@@ -101,7 +108,10 @@ requirements:
   - pynetdicom >= 2.1
   - pydicom >= 2.4
 notes:
-  - Filter values are not echoed back in messages, because they may identify a patient.
+  - Filter values are not echoed back in messages, because they may identify a patient. For the
+    same reason the returned C(invocation) (shown at -vvv, kept by AWX with each job event) carries
+    C(***) for O(patient_id), O(patient_name), O(accession_number), O(study_date) and
+    O(scheduled_date) unless O(unmask_phi=true).
 seealso:
   - module: dicom_echo
   - module: dicom_roundtrip
@@ -203,6 +213,7 @@ status:
 
 import re
 
+from ansible.module_utils.arg_types import whole_number
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dicom_client import (
     QUERY_MODELS,
@@ -213,11 +224,12 @@ from ansible.module_utils.dicom_client import (
     fail_if_missing_libraries,
     fail_with,
     identifier_to_dict,
+    phi_safe_invocation,
     validate_query_level,
 )
 
 try:
-    from pydicom.datadict import tag_for_keyword
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
     from pydicom.dataset import Dataset
 except ImportError:  # handled by fail_if_missing_libraries
     Dataset = None
@@ -258,6 +270,13 @@ LEVEL_KEYS = {
         "RequestedProcedureDescription",
     ],
 }
+#: Return keys the module sets itself, with why.
+RESERVED_KEYS = {
+    "QueryRetrieveLevel": "use the level option",
+    "ScheduledProcedureStepSequence": "the worklist item it asks for",
+}
+#: VRs of bulk data, which a C-FIND identifier cannot carry.
+BULK_VRS = ("OB", "OW", "OF", "OD", "OL", "OV", "UN")
 SPS_KEYS = [
     "Modality",
     "ScheduledStationAETitle",
@@ -279,6 +298,10 @@ FILTERS = {
     "scheduled_date": ("ScheduledProcedureStepStartDate", ("WORKLIST",)),
     "scheduled_station_ae": ("ScheduledStationAETitle", ("WORKLIST",)),
 }
+
+
+#: Filters whose values may identify a patient: masked in the returned invocation unless unmask_phi.
+PHI_FILTERS = ("patient_id", "patient_name", "accession_number", "study_date", "scheduled_date")
 
 
 def validate_query_params(params: dict) -> tuple[str, str]:
@@ -308,13 +331,32 @@ def validate_query_params(params: dict) -> tuple[str, str]:
     if station is not None and (not station or len(station) > 16):
         raise DicomValidationError("scheduled_station_ae must be an AE title of 1 to 16 characters")
     for keyword in params.get("return_keys") or []:
-        if not isinstance(keyword, str) or tag_for_keyword(keyword) is None:
-            raise DicomValidationError(
-                f"return_keys: {keyword!r} is not a DICOM attribute keyword (e.g. StudyDescription)"
-            )
+        validate_return_key(keyword)
     if not 1 <= params["max_results"] <= 10000:
         raise DicomValidationError("max_results must be between 1 and 10000")
     return level, model
+
+
+def validate_return_key(keyword) -> None:
+    """Refuse a return key that is not an attribute, or that a C-FIND identifier cannot carry."""
+    if not isinstance(keyword, str) or tag_for_keyword(keyword) is None:
+        raise DicomValidationError(f"return_keys: {keyword!r} is not a DICOM attribute keyword (e.g. StudyDescription)")
+    if keyword in RESERVED_KEYS:
+        raise DicomValidationError(
+            f"return_keys: {keyword} is set by the module itself ({RESERVED_KEYS[keyword]}); remove it from return_keys"
+        )
+    tag = tag_for_keyword(keyword)
+    if tag >> 16 in (0x0000, 0x0002, 0xFFFE):
+        raise DicomValidationError(
+            f"return_keys: {keyword} is a command, file meta or item attribute, not part of a stored instance; "
+            "remove it from return_keys"
+        )
+    vr = dictionary_VR(tag)
+    if any(bulk in vr for bulk in BULK_VRS):
+        raise DicomValidationError(
+            f"return_keys: {keyword} holds bulk data (VR {vr}), which a C-FIND cannot return; "
+            "retrieve the instance instead (C-GET, C-MOVE or the archive's REST API)"
+        )
 
 
 def build_identifier(params: dict, level: str):
@@ -328,14 +370,16 @@ def build_identifier(params: dict, level: str):
     else:
         ds.QueryRetrieveLevel = level
     for keyword in params.get("return_keys") or []:
-        setattr(ds, keyword, "")
+        setattr(sps if level == "WORKLIST" and keyword in SPS_KEYS else ds, keyword, "")
     for option, (keyword, _levels) in FILTERS.items():
         value = params.get(option)
         if value is None:
             continue
         if option == "modality":
-            keyword = {"STUDY": "ModalitiesInStudy", "WORKLIST": "Modality"}.get(level, "Modality")
-        target = sps if keyword in SPS_KEYS else ds
+            keyword = "ModalitiesInStudy" if level == "STUDY" else "Modality"
+        # Only a worklist query has the Scheduled Procedure Step item; elsewhere (Modality at
+        # SERIES and IMAGE level) the key belongs in the identifier itself.
+        target = sps if level == "WORKLIST" and keyword in SPS_KEYS else ds
         setattr(target, keyword, value)
     if level == "WORKLIST":
         ds.ScheduledProcedureStepSequence = [sps]
@@ -359,12 +403,13 @@ def main():
         scheduled_station_ae=dict(type="str"),
         return_keys=dict(type="list", elements="str", default=[]),
         return_identifiers=dict(type="bool", default=False),
-        max_results=dict(type="int", default=100),
+        max_results=dict(type=whole_number, default=100),
         unmask_phi=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     fail_if_missing_libraries(module)
     params = module.params
+    invocation = phi_safe_invocation(params, () if params["unmask_phi"] else PHI_FILTERS)
 
     try:
         level, model = validate_query_params(params)
@@ -373,7 +418,7 @@ def main():
         limit = params["max_results"] if params["return_identifiers"] else 0
         found = client.find(identifier, model, max_results=limit)
     except DicomError as exc:
-        fail_with(module, exc)
+        fail_with(module, exc, invocation=invocation)
 
     unmask = params["unmask_phi"]
     identifiers = [identifier_to_dict(ds, unmask_phi=unmask) for ds in found["identifiers"]]
@@ -390,6 +435,7 @@ def main():
         latency_ms=found["latency_ms"],
         timings=found["timings"],
         status=found["status"],
+        invocation=invocation,
     )
 
 

@@ -26,8 +26,11 @@ description:
     C(DELETE /instances/{id})) when O(orthanc_url) is set and O(cleanup) is true; otherwise the
     instance stays on the peer and the step is C(skipped).
   - Fails on the first failing step among echo, store, find, retrieve and compare (after trying the
-    delete), with C(failed_step), C(reason) and a message naming what to fix. A failed delete is a
-    warning, and the result reports C(changed=true) because the instance is left on the peer.
+    delete), with C(failed_step), C(reason) and a message naming what to fix.
+  - A delete that fails (wrong O(orthanc_password), an C(https) URL whose CA is not trusted...) fails
+    the module too, with C(failed_step=delete), C(reason=cleanup_failed), the instance's UID and how
+    to remove it, and C(changed=true). A synthetic patient left in a clinical archive is a finding,
+    not a pass. Every option, O(orthanc_url) included, is checked before the C-STORE.
   - In check mode only the echo runs; the other steps are reported as C(skipped).
   - "Runs on the controller; use C(delegate_to: localhost)."
 version_added: "0.1.0"
@@ -73,6 +76,11 @@ options:
     description: Verify the certificate of an C(https) O(orthanc_url).
     type: bool
     default: true
+  orthanc_ca_path:
+    description:
+      - PEM file of the CA that signed the certificate of an C(https) O(orthanc_url), when a site CA
+        signed it rather than a public one.
+    type: path
   size_px:
     description: Rows and columns of the synthetic image (a 16-bit greyscale image).
     type: int
@@ -190,16 +198,18 @@ failed_step:
   type: str
   sample: retrieve
 reason:
-  description: Why the failed step failed (see M(dicom_echo) for the reasons, plus C(mismatch) and C(not_found)).
+  description:
+    - Why the failed step failed (see M(dicom_echo) for the reasons, plus C(mismatch), C(not_found),
+      and C(cleanup_failed) when the synthetic instance could not be deleted).
   returned: failure
   type: str
   sample: dimse_failure
 """
 
-import json
 import time
 from urllib.parse import quote
 
+from ansible.module_utils.arg_types import whole_number
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dicom_client import (
     DicomError,
@@ -210,8 +220,7 @@ from ansible.module_utils.dicom_client import (
     validate_ae_title,
     validate_port,
 )
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.orthanc_rest import OrthancClient, OrthancError, ca_path_error, normalise_url
 
 try:
     from ansible.module_utils.dicom_synth import dataset_digest, make_canary_instance, pixel_digest
@@ -220,6 +229,8 @@ except ImportError:  # handled by fail_if_missing_libraries
     Dataset = None
 
 STEPS = ("echo", "store", "find", "retrieve", "compare", "delete")
+REST_OPTION_NAMES = {"url": "orthanc_url", "username": "orthanc_user", "password": "orthanc_password",
+                     "validate_certs": "orthanc_validate_certs", "ca_path": "orthanc_ca_path"}
 
 
 class StepFailed(Exception):
@@ -350,45 +361,26 @@ class Roundtrip:
         return changed
 
     def delete(self):
-        url = self.params["orthanc_url"].rstrip("/")
-        found = self._rest("POST", f"{url}/tools/lookup", str(self.ds.SOPInstanceUID))
-        ids = [item.get("ID") for item in found or [] if item.get("Type") == "Instance"]
-        if not ids:
-            raise StepFailed("delete", "not_found", "Orthanc /tools/lookup does not know the stored instance")
-        self.result["orthanc_id"] = ids[0]
-        self._rest("DELETE", f"{url}/instances/{quote(ids[0], safe='')}")
+        rest = OrthancClient(
+            normalise_url(self.params["orthanc_url"]),
+            self.params["orthanc_user"],
+            self.params["orthanc_password"],
+            self.params["orthanc_validate_certs"],
+            self.params["timeout"],
+            self.params["orthanc_ca_path"],
+            option_names=REST_OPTION_NAMES,
+        )
+        try:
+            found = rest.post("/tools/lookup", str(self.ds.SOPInstanceUID).encode())
+            ids = [item.get("ID") for item in found or [] if isinstance(item, dict) and item.get("Type") == "Instance"]
+            if not ids:
+                raise StepFailed("delete", "not_found", "Orthanc /tools/lookup does not know the stored instance")
+            self.result["orthanc_id"] = ids[0]
+            rest.delete(f"/instances/{quote(ids[0], safe='')}")
+        except OrthancError as exc:
+            raise StepFailed("delete", "cleanup_failed", str(exc)) from None
         self.result["deleted"] = True
         return f"deleted Orthanc instance {ids[0]}"
-
-    def _rest(self, method, url, body=None):
-        try:
-            rsp = open_url(
-                url,
-                method=method,
-                data=body,
-                url_username=self.params["orthanc_user"],
-                url_password=self.params["orthanc_password"],
-                force_basic_auth=bool(self.params["orthanc_user"]),
-                validate_certs=self.params["orthanc_validate_certs"],
-                timeout=self.params["timeout"],
-                headers={"Content-Type": "text/plain"} if body is not None else None,
-            )
-            payload = rsp.read()
-        except HTTPError as exc:
-            hint = " (check orthanc_user and orthanc_password)" if exc.code == 401 else ""
-            raise StepFailed(
-                "delete", "http_error", f"Orthanc REST {method} {url} answered HTTP {exc.code}{hint}"
-            ) from None
-        except URLError as exc:
-            raise StepFailed("delete", "http_error", f"cannot reach Orthanc REST at {url}: {exc.reason}") from None
-        except OSError as exc:
-            raise StepFailed("delete", "http_error", f"cannot reach Orthanc REST at {url}: {exc}") from None
-        if not payload.strip():
-            return None
-        try:
-            return json.loads(payload)
-        except ValueError:
-            raise StepFailed("delete", "http_error", f"Orthanc REST {method} {url} did not answer JSON") from None
 
     # ------------------------------------------------------------ driver
     def run(self):
@@ -399,7 +391,6 @@ class Roundtrip:
         self.result["sent_sha256"] = dataset_digest(self.ds)
         self.result["pixel_sha256"] = pixel_digest(self.ds)
         failure = None
-        warnings = []
         try:
             self.run_step("echo", self.echo)
             if self.module.check_mode:
@@ -430,12 +421,18 @@ class Roundtrip:
                 try:
                     self.run_step("delete", self.delete)
                 except StepFailed as exc:
-                    warnings.append(f"synthetic instance {self.ds.SOPInstanceUID} left on the peer: {exc.msg}")
+                    left = (
+                        f"synthetic instance {self.ds.SOPInstanceUID} (patient SYN-999999) was NOT removed from "
+                        f"the peer: {exc.msg}; remove it by hand (Orthanc: POST /tools/lookup with its UID, then "
+                        "DELETE /instances/<id>)"
+                    )
+                    if failure is None:  # the round trip worked, but it left a synthetic patient behind
+                        failure = StepFailed("delete", exc.reason, left)
+                    else:
+                        self.module.warn(left)
         self.result["latency_ms"] = self._ms(start)
         self.result["steps"] = self.steps
         changed = self.stored and not self.result["deleted"]
-        for warning in warnings:
-            self.module.warn(warning)
         if failure is not None:
             self.module.fail_json(
                 msg=f"round trip failed at step {failure.step}: {failure.msg}",
@@ -458,11 +455,16 @@ def validate_roundtrip_params(params):
         raise DicomValidationError("move_listen_address must be an IP address or host name to listen on")
     if not 1 <= params["size_px"] <= 512:
         raise DicomValidationError("size_px must be between 1 and 512")
-    url = params["orthanc_url"]
-    if url is not None and not (url.startswith("http://") or url.startswith("https://")):
-        raise DicomValidationError("orthanc_url must start with http:// or https://")
+    if params["orthanc_url"] is not None:
+        try:
+            normalise_url(params["orthanc_url"])
+        except OrthancError as exc:
+            raise DicomValidationError(f"orthanc_{exc}") from None
     if params["orthanc_password"] and not params["orthanc_user"]:
         raise DicomValidationError("orthanc_password is set but orthanc_user is not")
+    ca_error = ca_path_error(params["orthanc_ca_path"], "orthanc_ca_path")
+    if ca_error:
+        raise DicomValidationError(ca_error)
 
 
 def main():
@@ -471,13 +473,14 @@ def main():
         retrieve_method=dict(type="str", default="auto", choices=["auto", "get", "move"]),
         move_destination_ae=dict(type="str"),
         move_listen_address=dict(type="str", default="0.0.0.0"),  # noqa: S104 - the PACS must reach the temporary SCP
-        move_listen_port=dict(type="int", default=0),
+        move_listen_port=dict(type=whole_number, default=0),
         cleanup=dict(type="bool", default=True),
         orthanc_url=dict(type="str"),
         orthanc_user=dict(type="str"),
         orthanc_password=dict(type="str", no_log=True),
         orthanc_validate_certs=dict(type="bool", default=True),
-        size_px=dict(type="int", default=16),
+        orthanc_ca_path=dict(type="path"),
+        size_px=dict(type=whole_number, default=16),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     fail_if_missing_libraries(module)

@@ -51,7 +51,9 @@ options:
     description:
       - The window must stay open at least this many minutes from now (the expected duration of the
         upgrade, rollback included). 0 accepts any open window.
-    type: int
+      - A whole number (or a string of digits) from 0 to 1440; anything else is refused with a clear
+        message, not converted.
+    type: raw
     default: 0
   override:
     description:
@@ -337,6 +339,9 @@ def occurrences(window: dict, tz, around: dt.datetime, days_before: int = 8, day
             yield opens.astimezone(tz), closes.astimezone(tz)
 
 
+NOW_YEARS = (1970, 9998)
+
+
 def parse_now(value, tz) -> dt.datetime:
     if value is None or (isinstance(value, str) and not value.strip()):
         return dt.datetime.now(dt.UTC).astimezone(tz)
@@ -349,6 +354,11 @@ def parse_now(value, tz) -> dt.datetime:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
         raise WindowError(f"now: {value!r} is not an ISO 8601 time such as 2025-06-07T23:00:00+02:00") from None
+    if not NOW_YEARS[0] <= parsed.year <= NOW_YEARS[1]:
+        # the windows are looked up a week either side of now: the calendar's ends are out of reach
+        raise WindowError(
+            f"now: year {parsed.year} is out of range; give a time between {NOW_YEARS[0]} and {NOW_YEARS[1]}"
+        )
     if parsed.tzinfo is None:
         parsed = localize(parsed.date(), parsed.time(), tz)
     return parsed.astimezone(tz)
@@ -376,6 +386,10 @@ def decide(windows, timezone: str, now=None, min_minutes_left: int = 0) -> dict:
         raise WindowError(
             f"timezone {timezone!r} is not a known IANA time zone; use a name such as Europe/Berlin or UTC"
         ) from None
+    if isinstance(min_minutes_left, str) and min_minutes_left.strip().isdigit():
+        min_minutes_left = int(min_minutes_left.strip())
+    elif isinstance(min_minutes_left, float) and min_minutes_left.is_integer():  # is_integer: False for inf, nan
+        min_minutes_left = int(min_minutes_left)
     if (
         isinstance(min_minutes_left, bool)
         or not isinstance(min_minutes_left, int)
@@ -454,7 +468,8 @@ def main():
             "windows": {"type": "list", "elements": "raw", "required": True},
             "timezone": {"type": "str", "default": "UTC"},
             "now": {"type": "str"},
-            "min_minutes_left": {"type": "int", "default": 0},
+            # raw, checked by decide(): Ansible's own int conversion crashes on 1e400 (OverflowError)
+            "min_minutes_left": {"type": "raw", "default": 0},
             "override": {"type": "bool", "default": False},
             "override_reason": {"type": "str"},
         },

@@ -43,6 +43,11 @@ options:
     description: Verify the server certificate for C(https) URLs.
     type: bool
     default: true
+  ca_path:
+    description:
+      - PEM file of the CA that signed the server's certificate, for an C(https) O(url) signed by a
+        site CA rather than a public one. Checked before any request.
+    type: path
   timeout:
     description: Seconds to wait for each HTTP request.
     type: float
@@ -192,6 +197,7 @@ import random
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible.module_utils.arg_types import whole_number
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.orthanc_rest import (
     OrthancError,
@@ -211,11 +217,11 @@ def argument_spec():
     spec.update(
         state={"type": "str", "default": "inventory",
                "choices": ["inventory", "readback", "export", "describe", "import"]},
-        since_change={"type": "int"},
+        since_change={"type": whole_number},
         dest={"type": "path"},
         src={"type": "path"},
-        sample_size={"type": "int", "default": 50},
-        workers={"type": "int", "default": 4},
+        sample_size={"type": whole_number, "default": 50},
+        workers={"type": whole_number, "default": 4},
         include_uids={"type": "bool", "default": True},
     )
     return spec

@@ -35,6 +35,11 @@ options:
     description: Verify the server certificate for C(https) URLs. Turn off only for a lab.
     type: bool
     default: true
+  ca_path:
+    description:
+      - PEM file of the CA that signed the server's certificate, for an C(https) O(url) signed by a
+        site CA rather than a public one. Checked before any request.
+    type: path
   timeout:
     description: Seconds to wait for each HTTP request.
     type: float

@@ -209,6 +209,7 @@ import socket
 import tempfile
 import time
 
+from ansible.module_utils.arg_types import whole_number
 from ansible.module_utils.basic import AnsibleModule
 
 ATTEMPTS = 5
@@ -564,7 +565,7 @@ def main():
             "state": {"type": "str", "choices": ["present", "absent", "query"], "default": "query"},
             "run_id": {"type": "str"},
             "user": {"type": "str"},
-            "stale_minutes": {"type": "int", "default": 240},
+            "stale_minutes": {"type": whole_number, "default": 240},
             "break_stale": {"type": "bool", "default": False},
             "info": {"type": "dict"},
             "takeover_from": {"type": "str"},

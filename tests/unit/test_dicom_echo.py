@@ -74,7 +74,9 @@ def test_echo_latency_gate(orthanc, module_runner):
         ({"calling_ae": "  "}, "calling_ae is all spaces"),
         ({"port": 70000}, "port must be an integer between 1 and 65535"),
         ({"tls_ca_cert": "/nonexistent/ca.crt"}, "tls_ca_cert: file /nonexistent/ca.crt does not exist"),
-        ({"max_latency_ms": -1}, "max_latency_ms must be greater than 0"),
+        ({"max_latency_ms": -1}, "max_latency_ms must be a number of milliseconds greater than 0"),
+        ({"max_latency_ms": "nan"}, "got nan"),
+        ({"max_latency_ms": "inf"}, "got inf"),
     ],
 )
 def test_echo_invalid_arguments_fail_before_network(closed_port, module_runner, args, fragment):

@@ -34,8 +34,8 @@ def test_patient_level_masked_by_default(orthanc, seeded, module_runner):
     )
     assert result["count"] == 1 and result["returned"] == 1
     ident = result["identifiers"][0]
-    assert ident["PatientName"] == "S****^P******^0***"
-    assert ident["PatientID"] == "S*********"
+    assert ident["PatientName"] == "***"
+    assert ident["PatientID"] == "***"
     assert result["phi_masked"] is True
     assert result["query_model"] == "patient_root"
     assert result["sop_class"] == "1.2.840.10008.5.1.4.1.2.1.1"
@@ -87,9 +87,10 @@ def test_worklist_masked(wlmscpfs, module_runner):
     assert result["count"] == 2
     assert result["query_model"] == "worklist"
     for ident in result["identifiers"]:
-        assert ident["PatientName"].startswith("S****^P******^")
-        assert ident["AccessionNumber"].startswith("S") and "*" in ident["AccessionNumber"]
-        assert ident["ScheduledProcedureStepSequence"][0]["Modality"] == "CT"
+        assert ident["PatientName"] == ident["AccessionNumber"] == ident["PatientBirthDate"] == "***"
+        step = ident["ScheduledProcedureStepSequence"][0]
+        assert step["Modality"] == "CT"
+        assert step["ScheduledProcedureStepStartDate"] == "***"  # a date of the patient's care
     dated = module_runner(dicom_query, dict(base, scheduled_date="20240103"))
     assert dated["count"] == 1
     station = module_runner(dicom_query, dict(base, scheduled_station_ae="CT01", _ansible_check_mode=True))
@@ -117,6 +118,11 @@ def test_not_allowed_calling_ae(orthanc, module_runner):
         ({"study_date": "2024-01-01"}, "study_date must be YYYYMMDD"),
         ({"level": "WORKLIST", "scheduled_date": "tomorrow"}, "scheduled_date must be YYYYMMDD"),
         ({"return_keys": ["NotAKeyword"]}, "'NotAKeyword' is not a DICOM attribute keyword"),
+        ({"return_keys": ["QueryRetrieveLevel"]}, "QueryRetrieveLevel is set by the module itself (use the level"),
+        ({"return_keys": ["PixelData"]}, "PixelData holds bulk data (VR OB or OW), which a C-FIND cannot return"),
+        ({"return_keys": ["EncapsulatedDocument"]}, "EncapsulatedDocument holds bulk data"),
+        ({"return_keys": ["TransferSyntaxUID"]}, "TransferSyntaxUID is a command, file meta or item attribute"),
+        ({"return_keys": ["AffectedSOPClassUID"]}, "AffectedSOPClassUID is a command, file meta or item attribute"),
         ({"max_results": 0}, "max_results must be between 1 and 10000"),
         ({"modality": "ct!"}, "modality must be"),
     ],
@@ -127,3 +133,40 @@ def test_query_validation(closed_port, module_runner, extra, fragment):
     result = module_runner(dicom_query, base)
     assert result["failed"] and result["reason"] == "invalid_argument"
     assert fragment in result["msg"]
+
+
+def test_every_name_date_and_free_text_masked(orthanc, seeded, module_runner):
+    """Masking is by kind of value, not by a fixed list of patient attributes, and leaks no shape."""
+    keys = ["ReferringPhysicianName", "StudyDescription", "InstitutionName", "IssuerOfPatientID", "PatientSex"]
+    result = module_runner(
+        dicom_query, args(orthanc, level="STUDY", patient_id="SYN-000007", return_identifiers=True, return_keys=keys)
+    )
+    assert result["count"] == 2 and result["phi_masked"] is True
+    for ident in result["identifiers"]:
+        for keyword in ("PatientName", "PatientID", "AccessionNumber", "StudyDate", "StudyTime", "StudyID",
+                        "ReferringPhysicianName", "StudyDescription", "InstitutionName", "IssuerOfPatientID"):
+            assert ident[keyword] == "***", keyword
+        assert ident["StudyInstanceUID"] in {ds.StudyInstanceUID for ds in seeded}  # UIDs stay usable
+        assert ident["PatientSex"] in ("F", "M", "O")
+    text = str(result)
+    for clear in ("SYNTH", "SYN-000007", "SYNA", "SYNTHETIC STUDY", "REFERRER", "2024"):
+        assert clear not in text, clear
+
+
+def test_return_key_of_ambiguous_vr_is_asked(orthanc, seeded, module_runner):
+    """A key whose VR depends on the dataset (US or SS) still encodes; refusals are only for bulk data."""
+    result = module_runner(
+        dicom_query,
+        args(orthanc, level="IMAGE", study_instance_uid=seeded[0].StudyInstanceUID,
+             return_keys=["LargestImagePixelValue", "ReferencedSeriesSequence"]),
+    )
+    assert not result.get("failed"), result.get("msg")
+    assert result["count"] == 4
+
+
+def test_return_key_does_not_replace_the_level(orthanc, seeded, module_runner):
+    """return_keys naming a filter's attribute leaves the filter in place (the filter wins)."""
+    result = module_runner(
+        dicom_query, args(orthanc, level="STUDY", patient_id="SYN-000008", return_keys=["PatientID", "Modality"])
+    )
+    assert result["count"] == 1

@@ -87,15 +87,33 @@ def test_roundtrip_without_cleanup_is_a_change(orthanc, module_runner):
     orthanc.rest("DELETE", f"/instances/{found[0]['ID']}")
 
 
-def test_roundtrip_wrong_rest_password_warns(orthanc, module_runner):
+def test_roundtrip_wrong_rest_password_is_a_failure(orthanc, module_runner):
+    """A synthetic patient left in the archive is a finding: the module fails and says how to remove it."""
     result = module_runner(dicom_roundtrip, rest_args(orthanc, orthanc_password="wrong-password"))
-    assert not result.get("failed")
+    assert result["failed"] and result["failed_step"] == "delete" and result["reason"] == "cleanup_failed"
     assert result["changed"] is True and result["deleted"] is False
-    assert result["steps"]["delete"]["status"] == "failed"
-    assert "HTTP 401" in result["steps"]["delete"]["msg"]
-    assert any("left on the peer" in str(w) for w in result.get("warnings", []))
+    assert result["steps"]["compare"]["status"] == "ok" and result["steps"]["delete"]["status"] == "failed"
+    assert "401 Unauthorized" in result["steps"]["delete"]["msg"]
+    assert "check orthanc_user ('clinupg') and orthanc_password" in result["msg"]
+    assert result["sop_instance_uid"] in result["msg"] and "NOT removed" in result["msg"]
     found = lookup(orthanc, result["sop_instance_uid"])
+    assert len(found) == 1  # it really is still there
     orthanc.rest("DELETE", f"/instances/{found[0]['ID']}")
+
+
+def test_roundtrip_bad_url_refused_before_the_store(orthanc, module_runner):
+    """orthanc_url errors are found before any traffic, so nothing is left on the peer."""
+    before = orthanc.rest("GET", "/statistics")["CountInstances"]
+    for url, fragment in (
+        ("http://[::1", "orthanc_url 'http://[::1' is not a valid URL"),
+        ("http://127.0.0.1:70000", "Port out of range"),
+        ("ftp://127.0.0.1", "must start with http:// or https://"),
+        ("http://" + "a" * 64 + ".example", "label must be 1 to 63 characters"),
+    ):
+        result = module_runner(dicom_roundtrip, dict(orthanc.dicom_args(), orthanc_url=url))
+        assert result["failed"] and result["failed_step"] == "validate", url
+        assert fragment in result["msg"], (url, result["msg"])
+    assert orthanc.rest("GET", "/statistics")["CountInstances"] == before
 
 
 def test_roundtrip_find_fails_on_store_only_peer(storescp, module_runner):

@@ -293,7 +293,7 @@ def validate_host(value, option: str = "host") -> str:
         )
     error = host_name_error(value)
     if error:
-        raise DicomValidationError(f"{option}: {error}")
+        raise DicomValidationError(error if option == "host" else error.replace("host ", f"{option} ", 1))
     return value
 
 

@@ -17,17 +17,36 @@ messages (``hl7.parse``).
 
 No real patient data is ever built here: generated messages carry a synthetic
 ``ZZTEST^SYNTHETIC`` patient, and everything returned to a caller goes through
-:func:`mask_message`, which masks patient names and identifiers.
+:func:`mask_message`, which replaces patient names and identifiers by a fixed
+``***`` (never a part of the value, nor its length). Error messages never quote
+a message's text.
+
+Field values are escaped when a message is built (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, see
+:func:`escape`) and unescaped when an ACK is parsed.
+
+Plain MLLP only: when a peer closes or resets the connection without an
+answer, a TLS handshake on a second connection tells whether the port speaks
+TLS (see :func:`peer_speaks_tls`), so that the error says so.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import datetime
+import math
 import re
 import socket
 import time
 import uuid
+
+from ansible.module_utils.net_checks import (  # noqa: F401 - peer_speaks_tls is part of this module's API
+    TLS_PROBE_SECONDS,
+    host_name_error,
+    peer_speaks_tls,
+    shown,
+    tls_record_start,
+)
 
 try:  # optional second opinion on raw messages
     import hl7 as _hl7
@@ -53,8 +72,10 @@ SYNTHETIC_PATIENT_NAME = "ZZTEST^SYNTHETIC"
 MASK = "***"
 
 # Fields that identify a patient or a person, per segment (1-based field numbers, MSH excluded).
+# PID: everything but PID-1 (set id) and PID-8 (administrative sex). Segments that are neither
+# here nor in SAFE_SEGMENTS (NTE, OBX, Z segments, ...) are masked whole, but for their field 1.
 PHI_FIELDS = {
-    "PID": (2, 3, 4, 5, 6, 7, 9, 11, 13, 14, 18, 19, 20, 21),
+    "PID": tuple(i for i in range(2, 40) if i != 8),
     "PD1": (3, 4),
     "NK1": (2, 4, 5, 6, 30, 31, 32, 33),
     "GT1": (2, 3, 5, 6, 7, 8, 12, 16, 17, 18, 19),
@@ -65,16 +86,25 @@ PHI_FIELDS = {
     "ORC": (10, 11, 12, 19),
     "OBR": (10, 16, 28, 32, 33, 34, 35),
 }
+# Segments without patient data, kept as they are in masked messages.
+SAFE_SEGMENTS = ("MSH", "MSA", "ERR", "EVN")
 
-_AE_TITLE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
+# Character sets that are not ASCII-compatible, or codecs that are not character sets: MLLP's
+# framing bytes and HL7's delimiters must be the ASCII bytes on the wire.
+_NOT_CHARSETS = ("idna", "punycode", "raw-unicode-escape", "unicode-escape", "raw_unicode_escape", "unicode_escape")
+_ASCII_PROBE = "MSH|^~\\&\r\x0b\x1c 09AZaz"
+
+_AE_TITLE_RE = re.compile(r"^(?=.*[^ ])[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash, not blank
 _SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9 ._\-]*$")
+_DATETIME_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?$")
 
 
 class HL7ClientError(Exception):
     """An error with a message that says what to fix.
 
     ``kind`` is one of: validation, timeout, refused, connection, frame, ack,
-    control_id.
+    control_id, tls (the peer speaks TLS). After the connection is open,
+    ``details["sent"]`` says whether the whole message went out.
     """
 
     def __init__(self, msg, kind="error", **details):
@@ -96,7 +126,9 @@ def hl7_argument_spec():
         "port": {"type": "int", "default": 2575},
         "timeout": {"type": "float", "default": 10.0},
         "message_type": {"type": "str", "default": "ORM^O01", "choices": list(MESSAGE_TYPES)},
-        "raw_message": {"type": "str"},
+        # no_log: a raw message may carry real patient data; Ansible then neither logs it nor
+        # returns it in the result's invocation.
+        "raw_message": {"type": "str", "no_log": True},
         "control_id": {"type": "str"},
         "sending_application": {"type": "str", "default": "CLINUPG"},
         "sending_facility": {"type": "str", "default": "CLINUPG"},
@@ -137,32 +169,107 @@ def with_defaults(params):
 # --------------------------------------------------------------------------
 
 
+_shown = shown
+
+
+def validate_host(host):
+    """Check that host is an IP address or a host name (RFC 1123 labels), before any network use."""
+    error = host_name_error(host)
+    if error:
+        raise HL7ClientError(error, kind="validation")
+
+
 def validate_endpoint(host, port, timeout):
     """Check host, port and timeout before any network use."""
-    if not isinstance(host, str) or not host.strip():
-        raise HL7ClientError("host must be a non-empty host name or IP address", kind="validation")
-    if any(c.isspace() for c in host) or "/" in host or len(host) > 253:
-        raise HL7ClientError(
-            f"host {host!r} is not a valid host name or IP address (no spaces, slashes or URLs)",
-            kind="validation",
-        )
+    validate_host(host)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise HL7ClientError(f"port must be an integer from 1 to 65535, got {port!r}", kind="validation")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise HL7ClientError(f"port must be an integer from 1 to 65535, got {_shown(port)}", kind="validation")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or not 0 < timeout <= 3600
+    ):
         raise HL7ClientError(
-            f"timeout must be a number of seconds greater than 0 and at most 3600, got {timeout!r}",
+            f"timeout must be a number of seconds greater than 0 and at most 3600 (not NaN or infinity), "
+            f"got {_shown(timeout)}",
             kind="validation",
         )
-    if timeout != timeout:  # NaN
-        raise HL7ClientError("timeout must be a number of seconds, got NaN", kind="validation")
 
 
-def _check_token(name, value, maxlen, pattern=_SAFE_VALUE_RE):
+def validate_encoding(encoding):
+    """Check that encoding is a known, ASCII-compatible character set (MLLP framing needs one)."""
+    try:
+        name = codecs.lookup(encoding).name
+        probe = _ASCII_PROBE.encode(encoding)
+    except (LookupError, TypeError, ValueError):
+        raise HL7ClientError(
+            f"encoding {_shown(encoding)} is not a known character encoding (use utf-8, latin-1, ascii, ...)",
+            kind="validation",
+        ) from None
+    if name in _NOT_CHARSETS or probe != _ASCII_PROBE.encode("ascii"):
+        raise HL7ClientError(
+            f"encoding {_shown(encoding)} cannot carry MLLP: HL7 delimiters and the MLLP frame bytes must be "
+            "plain ASCII bytes; use an ASCII-compatible character set (utf-8, latin-1, cp1252, ascii)",
+            kind="validation",
+        )
+
+
+def _location(text, pos):
+    """HL7 location (``PID-5``) of a character position in CR-joined message text."""
+    before = text[:pos]
+    seg_start = before.rfind("\r") + 1
+    segment = text[seg_start:].split("\r", 1)[0]
+    name = segment[:3] or "?"
+    fs = text[3] if len(text) > 3 else "|"
+    field = before[seg_start:].count(fs) + (1 if name == "MSH" else 0)
+    return f"{name}-{field}" if field else name
+
+
+def encode_message(text, encoding):
+    """Encode message text for the wire; a character the encoding lacks is a validation error."""
+    validate_encoding(encoding)
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise HL7ClientError(
+            f"the message has a character that encoding {encoding!r} cannot represent, in "
+            f"{_location(text, exc.start)} (not shown: it may be patient data); use encoding utf-8, or the "
+            "character set the peer expects, or remove the character",
+            kind="validation",
+        ) from None
+
+
+def validate_datetime(name, value):
+    """A date/time option: YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, and a real calendar date and time."""
+    if value is None:
+        return
+    match = _DATETIME_RE.match(value) if isinstance(value, str) else None
+    valid = False
+    if match:
+        year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
+        try:
+            datetime.datetime(year, month, day, hour, minute, second)
+            valid = year >= 1900
+        except ValueError:
+            valid = False
+    if not valid:
+        raise HL7ClientError(
+            f"{name} must be a real date and time as YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS "
+            f"(year from 1900, month 01-12, a day the month has, hour 00-23, minutes and seconds 00-59), "
+            f"got {_shown(value)}",
+            kind="validation",
+        )
+
+
+def _check_token(name, value, maxlen, pattern=_SAFE_VALUE_RE, secret=False):
+    """``secret``: the value identifies a patient or a study and is never echoed."""
     if value is None:
         return
     if not isinstance(value, str) or len(value) > maxlen or not pattern.match(value):
+        got = "the value is not shown: it identifies a patient or a study" if secret else f"got {_shown(value)}"
         raise HL7ClientError(
-            f"{name} must be at most {maxlen} characters of letters, digits, space, '.', '_' or '-', got {value!r}",
+            f"{name} must be at most {maxlen} characters of letters, digits, space, '.', '_' or '-' ({got})",
             kind="validation",
         )
 
@@ -189,31 +296,29 @@ def validate_options(params):
     version = params.get("hl7_version")
     if not isinstance(version, str) or not re.match(r"^2\.[1-9](\.[0-9])?$", version):
         raise HL7ClientError(f"hl7_version must look like 2.3, 2.5 or 2.5.1, got {version!r}", kind="validation")
-    encoding = params.get("encoding")
-    try:
-        "x".encode(encoding)
-    except (LookupError, TypeError):
-        raise HL7ClientError(f"encoding {encoding!r} is not a known character encoding", kind="validation") from None
+    validate_encoding(params.get("encoding"))
     order = params.get("order") or {}
     if order.get("control") not in (None,) + ORDER_CONTROLS:
         raise HL7ClientError("order.control must be NW (new) or CA (cancel)", kind="validation")
-    _check_token("order.accession_number", order.get("accession_number"), 16)
-    _check_token("order.patient_id", order.get("patient_id"), 32)
+    _check_token("order.accession_number", order.get("accession_number"), 16, secret=True)
+    _check_token("order.patient_id", order.get("patient_id"), 32, secret=True)
     _check_token("order.modality", order.get("modality"), 16)
     _check_token("order.procedure_code", order.get("procedure_code"), 16)
-    _check_token("order.procedure_description", order.get("procedure_description"), 64)
+    desc = order.get("procedure_description")
+    if desc is not None and (not isinstance(desc, str) or not 0 < len(desc) <= 64 or not desc.isprintable()):
+        raise HL7ClientError(
+            "order.procedure_description must be 1 to 64 printable characters (no line breaks or other control "
+            f"characters; HL7 delimiters are escaped), got {_shown(desc)}",
+            kind="validation",
+        )
     station = order.get("station_aetitle")
     if station is not None and (not isinstance(station, str) or not _AE_TITLE_RE.match(station)):
         raise HL7ClientError(
-            f"order.station_aetitle must be 1 to 16 printable ASCII characters without backslash, got {station!r}",
+            "order.station_aetitle must be 1 to 16 printable ASCII characters, not all spaces, without backslash "
+            f"(HL7 delimiters such as | and ^ are escaped), got {_shown(station)}",
             kind="validation",
         )
-    sched = order.get("scheduled_datetime")
-    if sched is not None and (not isinstance(sched, str) or not re.match(r"^\d{8}(\d{4}(\d{2})?)?$", sched)):
-        raise HL7ClientError(
-            f"order.scheduled_datetime must be YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, got {sched!r}",
-            kind="validation",
-        )
+    validate_datetime("order.scheduled_datetime", order.get("scheduled_datetime"))
     if mtype == "ORM^O01" and order.get("control") == "CA" and not order.get("accession_number"):
         raise HL7ClientError(
             "order.control=CA cancels an existing order and needs order.accession_number", kind="validation"
@@ -234,6 +339,19 @@ def _now():
     return datetime.datetime.now().strftime("%Y%m%d%H%M%S")
 
 
+def escape(value, fs="|", enc="^~\\&"):
+    """Escape HL7 delimiters in a field value (a single component): | ^ & ~ and the escape character.
+
+    With the default delimiters: ``|`` -> ``\\F\\``, ``^`` -> ``\\S\\``, ``&`` -> ``\\T\\``,
+    ``~`` -> ``\\R\\``, ``\\`` -> ``\\E\\`` (HL7 v2 chapter 2.7.4). The inverse is :func:`unescape`.
+    """
+    if not value:
+        return value
+    cs, rs, esc, ss = enc[:4]
+    table = {fs: "F", cs: "S", rs: "R", esc: "E", ss: "T"}
+    return "".join(f"{esc}{table[ch]}{esc}" if ch in table else ch for ch in value)
+
+
 def _msh(params, message_type, control_id, trigger_structure=None):
     mtype = message_type
     if trigger_structure:
@@ -242,23 +360,23 @@ def _msh(params, message_type, control_id, trigger_structure=None):
         [
             "MSH",
             "^~\\&",
-            params.get("sending_application") or "CLINUPG",
-            params.get("sending_facility") or "CLINUPG",
-            params.get("receiving_application") or "RIS",
-            params.get("receiving_facility") or "RADIOLOGY",
+            escape(params.get("sending_application") or "CLINUPG"),
+            escape(params.get("sending_facility") or "CLINUPG"),
+            escape(params.get("receiving_application") or "RIS"),
+            escape(params.get("receiving_facility") or "RADIOLOGY"),
             _now(),
             "",
             mtype,
-            control_id,
+            escape(control_id),
             "P",
-            params.get("hl7_version") or "2.5.1",
+            escape(params.get("hl7_version") or "2.5.1"),
         ]
     )
 
 
 def _synthetic_pid(patient_id):
     # PID-3 id, PID-5 name, PID-7 birth date, PID-8 sex: all synthetic.
-    return f"PID|1||{patient_id}^^^CLINUPG^MR||{SYNTHETIC_PATIENT_NAME}||19700101|O"
+    return f"PID|1||{escape(patient_id)}^^^CLINUPG^MR||{SYNTHETIC_PATIENT_NAME}||19700101|O"
 
 
 def build_message(params, control_id):
@@ -269,6 +387,9 @@ def build_message(params, control_id):
     number, OBR-4 procedure code^description, OBR-18 accession number, OBR-19
     requested procedure id, OBR-20 scheduled procedure step id, OBR-21 scheduled
     station AE title, OBR-24 modality, OBR-36 scheduled date/time.
+
+    Every value is escaped (:func:`escape`), so that a ``|`` or ``^`` in a station AE title or a
+    procedure description stays in its field and component.
     """
     params = with_defaults(params)
     mtype = params.get("message_type")
@@ -291,14 +412,15 @@ def build_message(params, control_id):
     station = order.get("station_aetitle") or ""
     code = order.get("procedure_code") or "CUPG01"
     desc = order.get("procedure_description") or "CLINICAL UPGRADE TEST"
-    obr = ["OBR", "1", accession, accession, f"{code}^{desc}"] + [""] * 13
-    obr += [accession, "RP" + accession[-14:], "SPS" + accession[-13:], station, "", "", modality]
-    obr += [""] * 11 + [sched]
+    acc = escape(accession)
+    obr = ["OBR", "1", acc, acc, f"{escape(code)}^{escape(desc)}"] + [""] * 13
+    obr += [acc, escape("RP" + accession[-14:]), escape("SPS" + accession[-13:]), escape(station), "", ""]
+    obr += [escape(modality)] + [""] * 11 + [escape(sched)]
     segments = [
         _msh(params, "ORM^O01", control_id, "ORM_O01"),
         _synthetic_pid(patient_id),
         "PV1|1|O|RAD^^^CLINUPG",
-        f"ORC|{control}|{accession}|{accession}||SC",
+        f"ORC|{escape(control)}|{acc}|{acc}||SC",
         "|".join(obr),
     ]
     return "\r".join(segments)
@@ -310,9 +432,13 @@ def normalise_raw(text):
         raise HL7ClientError("raw_message must be a string", kind="validation")
     lines = [line for line in re.split(r"\r\n|\r|\n", text.strip()) if line.strip()]
     if not lines or not lines[0].startswith("MSH") or len(lines[0]) < 8:
-        raise HL7ClientError(
-            f"raw_message must start with an MSH segment (MSH|^~\\&|...), got {text[:20]!r}", kind="validation"
+        first = lines[0][:3] if lines else ""
+        starts = (
+            f"it starts with segment {first}"
+            if re.match(r"^[A-Z][A-Z0-9]{2}$", first) and lines[0][3:4] in ("", "|")
+            else "its start is not shown (it may be patient data)"
         )
+        raise HL7ClientError(f"raw_message must start with an MSH segment (MSH|^~\\&|...); {starts}", kind="validation")
     fs = lines[0][3]
     fields = lines[0].split(fs)
     if len(fields) < 12:
@@ -324,15 +450,22 @@ def normalise_raw(text):
         raise HL7ClientError("raw_message MSH-10 (message control id) is empty", kind="validation")
     if not fields[8]:
         raise HL7ClientError("raw_message MSH-9 (message type) is empty", kind="validation")
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], start=2):
         if not re.match(rf"^[A-Z][A-Z0-9]{{2}}(\{fs}|$)", line):
-            raise HL7ClientError(f"raw_message has a line that is not an HL7 segment: {line[:20]!r}", kind="validation")
+            raise HL7ClientError(
+                f"raw_message line {number} is not an HL7 segment (a segment starts with a 3-character id such as "
+                f"PID, then {fs!r}); the line is not shown (it may be patient data)",
+                kind="validation",
+            )
     joined = "\r".join(lines)
     if HAS_HL7:
         try:
             _hl7.parse(joined)
-        except Exception as exc:  # python-hl7 raises several types
-            raise HL7ClientError(f"raw_message is not parseable HL7 v2: {exc}", kind="validation") from None
+        except Exception as exc:  # python-hl7 raises several types; only its fixed texts are shown
+            detail = f": {exc}" if isinstance(exc, _hl7.ParseException) else ""
+            raise HL7ClientError(
+                f"raw_message is not parseable HL7 v2 (python-hl7 {type(exc).__name__}{detail})", kind="validation"
+            ) from None
     return joined
 
 
@@ -391,7 +524,13 @@ def unescape(text, segments):
 
 
 def mask_message(text):
-    """Mask patient names and identifiers in a message. Never raises."""
+    """Mask patient data in a message. Never raises.
+
+    Every non-empty field that may hold patient data becomes ``***`` as a whole (not a part of it,
+    so neither initials nor length show): the PHI_FIELDS of known segments, and every field but the
+    first of segments that are neither known nor in SAFE_SEGMENTS (NTE, OBX, Z segments). A line
+    that is not a segment becomes ``***``.
+    """
     if not text:
         return text
     try:
@@ -402,22 +541,28 @@ def mask_message(text):
         out = []
         for line in lines:
             fields = line.split(fs)
-            idxs = PHI_FIELDS.get(fields[0][:3])
-            if idxs:
-                for i in idxs:
-                    if i < len(fields) and fields[i]:
-                        fields[i] = MASK
+            name = fields[0]
+            if not line or name in SAFE_SEGMENTS:
+                out.append(line)
+                continue
+            if not re.match(r"^[A-Z][A-Z0-9]{2}$", name):
+                out.append(MASK)
+                continue
+            idxs = PHI_FIELDS.get(name, range(2, len(fields)))
+            for i in idxs:
+                if i < len(fields) and fields[i]:
+                    fields[i] = MASK
             out.append(fs.join(fields))
         return "\r".join(out)
     except Exception:  # masking must never leak by failing open
         return MASK
 
 
-def mask_value(value, keep=2):
-    """Mask an identifier, keeping only its first ``keep`` characters."""
+def mask_value(value):
+    """Mask an identifier as a whole: a fixed ``***`` that shows neither its start nor its length."""
     if not value:
         return value
-    return value[:keep] + MASK
+    return MASK
 
 
 def parse_ack(payload, expected_control_id=None, encoding="utf-8"):
@@ -457,7 +602,8 @@ def parse_ack(payload, expected_control_id=None, encoding="utf-8"):
     code = msa[1].strip() if len(msa) > 1 else ""
     if code not in ACK_CODES:
         raise HL7ClientError(
-            "the ACK's MSA-1 acknowledgment code is {!r}, not one of {}".format(code, "/".join(ACK_CODES)), kind="ack"
+            "the ACK's MSA-1 acknowledgment code is {}, not one of {}".format(_shown(code, 10), "/".join(ACK_CODES)),
+            kind="ack",
         )
     ack_control_id = msa[2].strip() if len(msa) > 2 else ""
     ack_text = unescape(msa[3], segments) if len(msa) > 3 else ""
@@ -527,7 +673,14 @@ def read_frame(sock, deadline, max_bytes=MAX_FRAME_BYTES, where="peer"):
         start = buf.find(SB)
         if start < 0:
             junk = bytes(buf).strip(b"\r\n")
-            if junk:
+            if tls_record_start(junk):
+                raise HL7ClientError(
+                    f"malformed MLLP frame from {where}: expected start block 0x0b, got a TLS record "
+                    f"({junk[:3].hex(' ')} ...)",
+                    kind="frame",
+                    tls_bytes=True,
+                )
+            if junk and not (len(junk) == 1 and junk[0] in (0x15, 0x16)):  # one byte: wait for a TLS record's 2nd
                 raise HL7ClientError(
                     f"malformed MLLP frame from {where}: expected start block 0x0b, got {junk[:20]!r}",
                     kind="frame",
@@ -569,6 +722,20 @@ def read_frame(sock, deadline, max_bytes=MAX_FRAME_BYTES, where="peer"):
         buf.extend(chunk)
 
 
+def _tls_hint(exc, host, port, timeout, connect):
+    """Turn an error into kind='tls' when the peer speaks TLS (see peer_speaks_tls)."""
+    if exc.details.get("tls_bytes") or peer_speaks_tls(host, port, min(TLS_PROBE_SECONDS, timeout), connect):
+        details = {k: v for k, v in exc.details.items() if k != "tls_bytes"}
+        return HL7ClientError(
+            f"{exc.msg}; the peer speaks TLS (it answered a TLS handshake) and hl7_check speaks plain MLLP only: "
+            "use the interface's plain MLLP port, or put a TLS tunnel such as stunnel in front",
+            kind="tls",
+            **details,
+        )
+    exc.details.pop("tls_bytes", None)
+    return exc
+
+
 def send_message(host, port, message, timeout=10.0, encoding="utf-8", control_id=None, connect=None):
     """Send one message over MLLP and read its ACK.
 
@@ -578,12 +745,15 @@ def send_message(host, port, message, timeout=10.0, encoding="utf-8", control_id
     ``connect((host, port), timeout) -> socket``.
 
     Returns the parse_ack() dict plus latency_ms (send to complete ACK),
-    connect_ms, bytes_sent and bytes_received.
+    connect_ms, bytes_sent and bytes_received. Errors after the connection is
+    open carry ``details["sent"]``: whether the whole message went out. When the
+    peer closes or resets the connection without answering, or answers with a
+    TLS record, :func:`peer_speaks_tls` decides whether the error is kind 'tls'.
     """
     validate_endpoint(host, port, timeout)
     if control_id is None:
         control_id = split_segments(message)[0][1][10]
-    payload = message.encode(encoding)
+    payload = encode_message(message, encoding)
     where = f"{host}:{port}"
     connect = connect or socket.create_connection
     deadline = time.monotonic() + timeout
@@ -606,34 +776,50 @@ def send_message(host, port, message, timeout=10.0, encoding="utf-8", control_id
         raise HL7ClientError(f"cannot resolve host {host!r}: {exc.strerror or exc}", kind="connection") from None
     except OSError as exc:
         raise HL7ClientError(f"cannot connect to {where}: {exc.strerror or exc}", kind="connection") from None
+    except (UnicodeError, ValueError) as exc:  # the resolver refuses the name (validate_host should have)
+        raise HL7ClientError(f"cannot resolve host {_shown(host)}: {exc}", kind="connection") from None
     connect_ms = (time.monotonic() - t0) * 1000.0
+    data = frame(payload)
+    sent = False
+    error = None
     try:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        data = frame(payload)
         t_send = time.monotonic()
         try:
             sock.settimeout(max(deadline - t_send, 0.001))
             sock.sendall(data)
+            sent = True
             raw = read_frame(sock, deadline, where=where)
+        except HL7ClientError as exc:
+            error = exc
         except TimeoutError:
-            raise HL7ClientError(
-                f"no ACK from {where} within {timeout} s for message control id {control_id}; "
-                "the peer accepted the connection but did not answer with a complete MLLP frame "
-                "(raise timeout if the interface is slow)",
-                kind="timeout",
-            ) from None
+            if sent:
+                msg = (
+                    f"no ACK from {where} within {timeout} s for message control id {control_id}; "
+                    "the peer accepted the connection but did not answer with a complete MLLP frame "
+                    "(raise timeout if the interface is slow)"
+                )
+            else:
+                msg = f"could not send message control id {control_id} to {where} within {timeout} s (the peer does "
+                msg += "not read what is sent)"
+            error = HL7ClientError(msg, kind="timeout")
         except (ConnectionResetError, BrokenPipeError) as exc:
-            raise HL7ClientError(
-                f"{where} reset the connection before sending an ACK ({exc.strerror or exc})",
-                kind="connection",
-            ) from None
+            when = "after the message went out, before sending an ACK" if sent else "while the message was sent"
+            error = HL7ClientError(f"{where} reset the connection {when} ({exc.strerror or exc})", kind="connection")
+            error.details["reset"] = True
         except OSError as exc:
-            raise HL7ClientError(f"network error talking to {where}: {exc}", kind="connection") from None
+            error = HL7ClientError(f"network error talking to {where}: {exc}", kind="connection")
         latency_ms = (time.monotonic() - t_send) * 1000.0
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+    if error is not None:
+        error.details["sent"] = sent
+        no_answer = error.details.pop("reset", False) or error.details.get("received") == 0
+        if no_answer or error.details.get("tls_bytes"):
+            error = _tls_hint(error, host, port, timeout, connect)
+        raise error
     timing = {
         "latency_ms": round(latency_ms, 3),
         "connect_ms": round(connect_ms, 3),
@@ -645,7 +831,7 @@ def send_message(host, port, message, timeout=10.0, encoding="utf-8", control_id
     except HL7ClientError as exc:
         if "ack" in exc.details:
             exc.details["ack"].update(timing)
-        exc.details.update(timing)
+        exc.details.update(timing, sent=True)
         raise
     result.update(timing)
     return result

@@ -18,15 +18,24 @@ description:
     within O(timeout), when the answer is not a well-formed MLLP frame or ACK, or when MSA-2 does not
     echo the control id that was sent.
   - Generated messages never carry real patient data; the patient is C(ZZTEST^SYNTHETIC) with a
-    generated C(SYN...) identifier. Patient names and identifiers are masked in everything returned.
-  - Options are validated before any network use (host, port 1 to 65535, message type, order fields).
+    generated C(SYN...) identifier. Patient names and identifiers are masked in everything returned;
+    each such field becomes C(***) as a whole, so neither initials nor lengths show. Error messages
+    never quote the message text, O(order.patient_id) or O(order.accession_number).
+  - Field values are escaped when the message is built (C(|) becomes C(\F\), C(^) C(\S\), C(&) C(\T\),
+    C(~) C(\R\), a backslash C(\E\)), so that a delimiter in a value stays in its field.
+  - Options are validated before any network use (host name or IP address, port 1 to 65535, a finite
+    timeout, an ASCII-compatible encoding that can represent every character of the message, message
+    type, order fields and dates); a bad option fails the task with a message that says what to fix.
   - "Runs on the controller; use C(delegate_to: localhost)."
 version_added: "0.1.0"
 author:
   - clinical-upgrade contributors
 options:
   host:
-    description: Host name or IP address of the HL7 interface.
+    description:
+      - Host name or IP address of the HL7 interface.
+      - A host name is at most 253 characters, in parts of 1 to 63 letters, digits, C(-) or C(_) between
+        dots (an internationalised name is converted to its C(xn--) form). Not a URL, and without a port.
     type: str
     required: true
   port:
@@ -34,7 +43,9 @@ options:
     type: int
     default: 2575
   timeout:
-    description: Seconds to wait for the connection and the complete ACK, together.
+    description:
+      - Seconds to wait for the connection and the complete ACK, together; greater than 0 and at most 3600
+        (NaN and infinity are refused).
     type: float
     default: 10.0
   message_type:
@@ -49,7 +60,9 @@ options:
     description:
       - A complete HL7 v2 message, required with O(message_type=raw) and refused otherwise.
       - MSH-10 is replaced by O(control_id) when that is given.
-      - Use test patients only; the message is masked in the result but is sent as is.
+      - Use test patients only; the message is masked in the result but is sent as is. Ansible neither logs
+        nor returns this option (C(no_log)); a message without any field to mask is therefore also hidden in
+        RV(sent_message).
     type: str
   control_id:
     description:
@@ -84,7 +97,11 @@ options:
     type: str
     default: "2.5.1"
   encoding:
-    description: Character encoding of the message and the ACK on the wire.
+    description:
+      - Character encoding of the message and the ACK on the wire.
+      - It must be ASCII-compatible (C(utf-8), C(latin-1), C(cp1252), C(ascii), ...; not C(utf-16)), because
+        the MLLP frame bytes and HL7 delimiters are ASCII bytes, and it must be able to represent every
+        character of the message; both are checked before anything is sent.
     type: str
     default: utf-8
   order:
@@ -111,7 +128,9 @@ options:
         type: str
         default: OT
       station_aetitle:
-        description: Scheduled station AE title for OBR-21.
+        description:
+          - Scheduled station AE title for OBR-21, 1 to 16 printable ASCII characters, not all spaces, without
+            backslash. HL7 delimiters (C(|), C(^), C(&), C(~)) are escaped.
         type: str
         aliases: [station_ae]
       procedure_code:
@@ -119,11 +138,15 @@ options:
         type: str
         default: CUPG01
       procedure_description:
-        description: Procedure description, OBR-4.2.
+        description:
+          - Procedure description, OBR-4.2, 1 to 64 printable characters (no line breaks). HL7 delimiters are
+            escaped.
         type: str
         default: CLINICAL UPGRADE TEST
       scheduled_datetime:
-        description: Scheduled start, C(YYYYMMDD[HHMM[SS]]). Now when omitted.
+        description:
+          - Scheduled start, C(YYYYMMDD[HHMM[SS]]), a real calendar date and time from the year 1900 (C(20241399)
+            or C(202402301200) are refused). Now when omitted.
         type: str
 attributes:
   check_mode:
@@ -134,7 +157,10 @@ attributes:
 notes:
   - The module reports C(changed=false) because it is a check, but an C(ORM^O01) with C(NW) does create an
     order on a real RIS. Cancel it afterwards with O(order.control=CA) and the same O(order.accession_number).
-  - Plain MLLP only (no TLS).
+  - Plain MLLP only (no TLS). When the peer closes or resets the connection without an answer, or answers
+    with a TLS record, the module opens a second connection, sends a TLS ClientHello (nothing else) and waits
+    up to 2 seconds for the answer; when that answer is TLS, the task fails with RV(error_kind=tls) and a
+    message that the peer speaks TLS. A TLS port that neither answers nor closes is reported as a timeout.
 seealso:
   - name: HL7 v2 MLLP (HL7 Version 3 Standard, Transport Specification, MLLP release 2)
     description: The framing used, C(0x0b) message C(0x1c 0x0d).
@@ -179,7 +205,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 sent:
-  description: Whether the message was sent (false in check mode).
+  description:
+    - Whether the whole message went out to the peer (false in check mode, on validation errors and when the
+      connection could not be opened; true after a reset or a timeout once the message was sent).
   returned: always
   type: bool
   sample: true
@@ -260,19 +288,24 @@ connect_ms:
 error_kind:
   description:
     - What went wrong, on failures after validation; one of C(timeout), C(refused), C(connection), C(frame)
-      (malformed MLLP frame or no answer), C(ack) (malformed ACK), C(control_id) (MSA-2 mismatch).
+      (malformed MLLP frame or no answer), C(ack) (malformed ACK), C(control_id) (MSA-2 mismatch), C(tls)
+      (the peer speaks TLS, this module plain MLLP).
     - Not set when the failure is an unexpected ACK code; RV(ack_code) says that.
   returned: on failure to get a valid ACK
   type: str
   sample: timeout
 """
 
+from decimal import Decimal
+
 from ansible.module_utils.basic import AnsibleModule, _load_params
 from ansible.module_utils.hl7_client import (
     ACCEPT_CODES,
     ACK_CODES,
+    MASK,
     HL7ClientError,
     build_message,
+    encode_message,
     hl7_argument_spec,
     mask_message,
     new_control_id,
@@ -288,9 +321,17 @@ def build_client():
     return send_message
 
 
+def _invocation(params):
+    """The module args as returned in the result, with the order's patient id masked (raw_message is no_log)."""
+    args = dict(params)
+    if isinstance(args.get("order"), dict) and args["order"].get("patient_id"):
+        args["order"] = dict(args["order"], patient_id=MASK)
+    return {"module_args": args}
+
+
 def run_module(module):
     params = module.params
-    result = {"changed": False, "sent": False}
+    result = {"changed": False, "sent": False, "invocation": _invocation(params)}
     try:
         validate_options(params)
         if params["message_type"] == "raw":
@@ -301,6 +342,7 @@ def run_module(module):
             text = build_message(params, params.get("control_id") or new_control_id())
         msh = split_segments(text)[0][1]
         control_id = msh[10]
+        encode_message(text, params["encoding"])  # every character representable, before any network use
     except HL7ClientError as exc:
         module.fail_json(msg=exc.msg, **result)
     result.update(
@@ -327,7 +369,7 @@ def run_module(module):
             control_id=control_id,
         )
     except HL7ClientError as exc:
-        result["sent"] = exc.kind not in ("refused", "connection") or "received" in exc.details
+        result["sent"] = bool(exc.details.get("sent", False))
         ack = exc.details.get("ack")
         if ack:
             result.update(_ack_result(ack))
@@ -367,21 +409,39 @@ def _ack_result(ack):
     return out
 
 
+def _is_infinite(value):
+    try:
+        return not isinstance(value, bool) and Decimal(value).is_infinite()
+    except Exception:  # anything Decimal cannot read is left to the argument spec
+        return False
+
+
+def _shape_errors(raw):
+    """Messages for raw module args on which ansible-core's own conversion raises (a traceback, not a task error).
+
+    - a dict option with suboptions that gets a number, a bool or a list of numbers (a TypeError);
+    - an int option that gets infinity (``inf``, ``"Infinity"``: an OverflowError).
+    """
+    errors = {}
+    order = raw.get("order")
+    if order is not None and not isinstance(order, (dict, str)):
+        errors["order"] = (
+            f"order must be a dictionary of order fields (control, accession_number, ...), got {type(order).__name__}"
+        )
+    if _is_infinite(raw.get("port")):
+        errors["port"] = f"port must be an integer from 1 to 65535, got {raw['port']!r}"
+    return errors
+
+
 def main():
     argument_spec = hl7_argument_spec()
     argument_spec["expected_ack"] = {"type": "str", "default": "AA", "choices": list(ACK_CODES)}
-    # ansible-core's suboption handling raises a TypeError (a traceback, not a task error) when a dict
-    # option with suboptions gets a number, a bool or a list of numbers; catch that shape first.
-    order = _load_params().get("order")
-    if order is not None and not isinstance(order, (dict, str)):
-        argument_spec["order"] = {"type": "raw"}
+    errors = _shape_errors(_load_params())
+    if errors:
+        for name in errors:
+            argument_spec[name] = {"type": "raw"}
         module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-        module.fail_json(
-            msg="order must be a dictionary of order fields (control, accession_number, ...), "
-            f"got {type(order).__name__}",
-            changed=False,
-            sent=False,
-        )
+        module.fail_json(msg="; ".join(errors.values()), changed=False, sent=False)
     module = AnsibleModule(
         argument_spec=argument_spec,
         required_if=[("message_type", "raw", ("raw_message",))],

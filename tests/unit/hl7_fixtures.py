@@ -5,7 +5,9 @@
 - ``mllp_listener``: the ris_server role's listener as a real process on an
   ephemeral loopback port with a temporary worklist directory.
 - ``scripted_mllp_server``: a small in-test TCP server thread that answers with
-  whatever bytes a test gives it (malformed frames, odd ACKs, silence).
+  whatever bytes a test gives it (malformed frames, odd ACKs, silence, a reset).
+- ``openssl_tls_server``: a real ``openssl s_server`` on a loopback port (a TLS
+  port that a plain MLLP client may be pointed at by mistake).
 - ``pacs_orthanc``: a real Orthanc process with basic auth on ephemeral ports.
 """
 
@@ -17,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,6 +36,7 @@ LISTENER = ROOT / "roles" / "ris_server" / "files" / "ris_mllp_listener.py"
 MODULE_UTILS = ROOT / "plugins" / "module_utils"
 MODULES = ROOT / "plugins" / "modules"
 DUMP2DCM = shutil.which("dump2dcm", path="/usr/bin:/usr/local/bin") or "/usr/bin/dump2dcm"
+OPENSSL = shutil.which("openssl", path="/usr/bin:/usr/local/bin") or "/usr/bin/openssl"
 ORTHANC = shutil.which("Orthanc", path="/usr/sbin:/usr/bin:/usr/local/sbin") or "/usr/sbin/Orthanc"
 ORTHANC_USER = "clinupg"
 ORTHANC_PASSWORD = "test-only-password"
@@ -134,10 +138,12 @@ class ScriptedServer:
     """Accepts connections; for each one reads one request frame and calls ``responder(request_bytes)``.
 
     ``responder`` returns bytes to send (None: send nothing and keep the
-    connection open until the client goes away, or ``close`` to close at once).
+    connection open until the client goes away, ``CLOSE`` to close at once, or
+    ``RESET`` to close with a TCP reset, SO_LINGER 0).
     """
 
     CLOSE = object()
+    RESET = object()
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -176,6 +182,9 @@ class ScriptedServer:
                 answer = self.responder(request)
                 if answer is self.CLOSE:
                     return
+                if answer is self.RESET:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 if answer is None:
                     # keep silent until the client hangs up or the test ends
                     while not self._stop.is_set():
@@ -203,6 +212,57 @@ def scripted_mllp_server():
     server = ScriptedServer()
     yield server
     server.close()
+
+
+class OpenSSLServer:
+    """``openssl s_server`` on a loopback port with the test PKI's server certificate."""
+
+    def __init__(self, pki):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                OPENSSL,
+                "s_server",
+                "-quiet",
+                "-accept",
+                f"127.0.0.1:{self.port}",
+                "-cert",
+                str(pki.server_cert),
+                "-key",
+                str(pki.server_key),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("openssl s_server did not start") from None
+                time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def openssl_tls_server(tls_pki):
+    if not os.access(OPENSSL, os.X_OK):
+        pytest.fail("openssl is not installed: run `make deps` (apt-get install openssl)")
+    server = OpenSSLServer(tls_pki)
+    yield server
+    server.stop()
 
 
 def control_id_of(request):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import hl7_fixtures
+import pydicom
 import pytest
 import yaml
 from hl7_fixtures import (
+    ScriptedServer,
     ack_bytes,
     control_id_of,
     free_port,
@@ -15,6 +19,7 @@ from hl7_fixtures import (
 
 mllp_listener = hl7_fixtures.mllp_listener  # a fixture, used by name
 scripted_mllp_server = hl7_fixtures.scripted_mllp_server  # a fixture, used by name
+openssl_tls_server = hl7_fixtures.openssl_tls_server  # a fixture, used by name
 
 hl7_check = load_module("hl7_check")
 
@@ -171,6 +176,124 @@ def test_return_keys_are_documented_and_tested():
         "ack_message_type", "accepted", "errors", "ack_message", "latency_ms", "connect_ms", "error_kind",
     }  # fmt: skip
     assert documented == tested
+
+
+# ------------------------------------------------ hardening: inputs, PHI, escaping, transport
+
+
+@pytest.mark.parametrize(
+    "host, fragment",
+    [
+        ("a" * 64 + ".example.org", "at most 63"),  # was a traceback: UnicodeError: label too long
+        ("äöüéèàç" * 10 + ".example.org", "internationalised host name"),
+        ("ris1.example.org:2575", "carries a port"),
+        ("http://ris1.example.org:2575/", "not a URL"),
+        ("ris1..example.org", "empty part"),
+    ],
+)
+def test_bad_host_fails_cleanly_before_network(host, fragment):
+    res = run_module(hl7_check, {"host": host, "port": free_port(), "timeout": 1})
+    assert res["_rc"] == 1
+    assert res["msg"].startswith("host ") and fragment in res["msg"]
+    assert "error_kind" not in res  # a validation error, before any network use
+    assert res["sent"] is False
+
+
+RAW_WITH_UMLAUT = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|UML1|P|2.5.1\rPID|1||SYNUML||MÜLLER^ANNA||19700101|O"
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_character_the_encoding_lacks_fails_cleanly_before_network(scripted_mllp_server, check_mode):
+    scripted_mllp_server.responder = lambda req: ack_bytes("AA", control_id_of(req))
+    args = args_for(scripted_mllp_server, message_type="raw", raw_message=RAW_WITH_UMLAUT, encoding="ascii")
+    res = run_module(hl7_check, args, check_mode=check_mode)  # was a traceback: UnicodeEncodeError
+    assert res["_rc"] == 1
+    assert "encoding 'ascii' cannot represent" in res["msg"] and "PID-5" in res["msg"]
+    assert "MÜLLER" not in json.dumps(res, ensure_ascii=False)
+    assert res["sent"] is False
+    assert scripted_mllp_server.requests == []
+    # latin-1 can carry it: sent, and the bytes on the wire are latin-1
+    res = run_module(hl7_check, dict(args, encoding="latin-1"), check_mode=check_mode)
+    assert res["_rc"] == 0, res
+    assert res["sent"] is not check_mode
+    if not check_mode:
+        assert "MÜLLER".encode("latin-1") in scripted_mllp_server.requests[0]
+
+
+@pytest.mark.parametrize("when", ["20241399", "202402301200", "2024010125"])
+def test_impossible_scheduled_date_fails_before_network(scripted_mllp_server, when):
+    res = run_module(hl7_check, args_for(scripted_mllp_server, order={"scheduled_datetime": when}))
+    assert res["_rc"] == 1
+    assert "order.scheduled_datetime must be a real date and time" in res["msg"]
+    assert scripted_mllp_server.requests == []
+
+
+@pytest.mark.parametrize(
+    "args, secrets",
+    [
+        ({"message_type": "raw", "raw_message": "PID|1||PAT123||THOMPSON^SARAH"}, ["PAT123", "THOMPSON", "SARAH"]),
+        (
+            {"message_type": "raw", "raw_message": "MSH|^~\\&|A|B|C|D|2024||ADT^A01|X|P|2.5\rnote THOMPSON^SARAH"},
+            ["THOMPSON", "SARAH"],
+        ),
+        ({"order": {"patient_id": "THOMPSON/SARAH"}}, ["THOMPSON", "SARAH"]),
+        ({"order": {"patient_id": "SYNSECRET7", "scheduled_datetime": "20241399"}}, ["SYNSECRET7"]),
+    ],
+)
+def test_failures_carry_no_patient_data(scripted_mllp_server, args, secrets):
+    res = run_module(hl7_check, args_for(scripted_mllp_server, **args))
+    assert res["_rc"] == 1
+    text = json.dumps(res)  # the message, and everything else returned (invocation included)
+    for secret in secrets:
+        assert secret not in text
+    assert scripted_mllp_server.requests == []
+
+
+def test_success_carries_no_patient_data(mllp_listener):
+    raw = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|PHI1|P|2.5.1\rPID|1||PAT123^^^H||THOMPSON^SARAH||19800101|F"
+    res = run_module(hl7_check, args_for(mllp_listener, message_type="raw", raw_message=raw))
+    assert res["_rc"] == 0, res
+    text = json.dumps(res)
+    for secret in ("PAT123", "THOMPSON", "SARAH", "19800101", "TH***", "PA***"):
+        assert secret not in text
+    assert "PID|1||***||***||***|F" in res["sent_message"]
+
+
+def test_delimiters_in_order_fields_reach_the_worklist_unshifted(mllp_listener):
+    order = {
+        "accession_number": "CHKESC1",
+        "station_aetitle": "CT|01",
+        "modality": "MR",
+        "procedure_description": "HEAD & NECK | W/O ~ CONTRAST ^ 2",
+        "scheduled_datetime": "202403041530",
+    }
+    res = run_module(hl7_check, args_for(mllp_listener, order=order))
+    assert res["_rc"] == 0, res
+    assert "|CT\\F\\01|" in res["sent_message"]
+    ds = pydicom.dcmread(mllp_listener.dir / "CHKESC1.wl")
+    sps = ds.ScheduledProcedureStepSequence[0]
+    assert sps.ScheduledStationAETitle == "CT|01"
+    assert sps.Modality == "MR"
+    assert sps.ScheduledProcedureStepStartDate == "20240304"
+    assert sps.ScheduledProcedureStepStartTime == "153000"
+    assert ds.RequestedProcedureDescription == "HEAD & NECK | W/O ~ CONTRAST ^ 2"
+
+
+def test_reset_after_sending_reports_sent(scripted_mllp_server):
+    scripted_mllp_server.responder = lambda req: ScriptedServer.RESET
+    res = run_module(hl7_check, args_for(scripted_mllp_server, timeout=1))
+    assert res["_rc"] == 1
+    assert res["error_kind"] == "connection"
+    assert "reset the connection after the message went out" in res["msg"]
+    assert res["sent"] is True
+
+
+def test_plain_mllp_against_tls_port_says_so(openssl_tls_server):
+    res = run_module(hl7_check, {"host": "127.0.0.1", "port": openssl_tls_server.port, "timeout": 5})
+    assert res["_rc"] == 1
+    assert res["error_kind"] == "tls"
+    assert "the peer speaks TLS" in res["msg"]
+    assert res["sent"] is True
 
 
 @pytest.mark.parametrize("order", [0, 1, True, [1]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+import hl7
 import hl7_fixtures
 import pytest
 from hl7_fixtures import (
@@ -17,6 +18,7 @@ from hl7_fixtures import (
 
 mllp_listener = hl7_fixtures.mllp_listener  # a fixture, used by name
 scripted_mllp_server = hl7_fixtures.scripted_mllp_server  # a fixture, used by name
+openssl_tls_server = hl7_fixtures.openssl_tls_server  # a fixture, used by name
 
 c = hl7_client()
 
@@ -93,6 +95,29 @@ def test_raw_message_errors(raw, fragment):
         ({"host": "h", "port": 1, "order": {"accession_number": "../../etc"}}, "accession_number"),
         ({"host": "h", "port": 1, "order": {"scheduled_datetime": "tomorrow"}}, "scheduled_datetime"),
         ({"host": "h", "port": 1, "order": {"control": "CA"}}, "needs order.accession_number"),
+        # host names: label over 63 characters (was 'UnicodeError: label too long' at connect), URLs, ports
+        ({"host": "a" * 64 + ".example.org", "port": 1}, "a part between dots has 64 characters, at most 63"),
+        ({"host": "äöüéèàç" * 10 + ".example.org", "port": 1}, "internationalised host name"),
+        ({"host": "ris1..example.org", "port": 1}, "empty part"),
+        ({"host": "-ris1.example.org", "port": 1}, "does not start or end with '-'"),
+        ({"host": "ris1:2575", "port": 1}, "carries a port"),
+        ({"host": "[::1]", "port": 1}, "without brackets"),
+        ({"host": "1.2.3", "port": 1}, "not a valid IPv4 address"),
+        ({"host": ".".join(["x" * 60] * 5), "port": 1}, "304 characters, at most 253"),
+        ({"host": "mllp://ris1:2575", "port": 1}, "not a URL"),
+        # encodings MLLP cannot carry
+        ({"host": "h", "port": 1, "encoding": "utf-16"}, "ASCII-compatible"),
+        ({"host": "h", "port": 1, "encoding": "cp037"}, "ASCII-compatible"),
+        ({"host": "h", "port": 1, "encoding": "utf-8-sig"}, "ASCII-compatible"),
+        ({"host": "h", "port": 1, "encoding": "idna"}, "ASCII-compatible"),
+        # dates that are no dates
+        ({"host": "h", "port": 1, "order": {"scheduled_datetime": "20241399"}}, "real date and time"),
+        ({"host": "h", "port": 1, "order": {"scheduled_datetime": "202402301200"}}, "real date and time"),
+        ({"host": "h", "port": 1, "order": {"scheduled_datetime": "202401012400"}}, "real date and time"),
+        ({"host": "h", "port": 1, "order": {"scheduled_datetime": "20240101120060"}}, "real date and time"),
+        ({"host": "h", "port": 1, "order": {"scheduled_datetime": "00000101"}}, "year from 1900"),
+        ({"host": "h", "port": 1, "order": {"station_aetitle": "   "}}, "not all spaces"),
+        ({"host": "h", "port": 1, "order": {"procedure_description": "A\nB"}}, "no line breaks"),
     ],
 )
 def test_validation_errors(params, fragment):
@@ -100,6 +125,80 @@ def test_validation_errors(params, fragment):
         c.validate_options(params)
     assert err.value.kind == "validation"
     assert fragment in err.value.msg
+
+
+@pytest.mark.parametrize(
+    "good, bad",
+    [
+        ("a" * 63 + ".example", "a" * 64 + ".example"),
+        ("bücher.example", "äöüéèàç" * 10 + ".example"),
+        ("ris1.example.org.", "ris1.example.org.."),
+        ("RIS-01.radiology.example", "-RIS-01.radiology.example"),
+        ("win_host.local", "win@host.local"),
+        ("127.0.0.1", "127.0.0.1:2575"),
+        ("::1", "[::1]"),
+        ("fe80::1%lo", "fe80::1::2"),
+        ("10.0.0.1", "10.0.1"),
+    ],
+)
+def test_host_validation_boundaries(good, bad):
+    c.validate_options({"host": good, "port": 2575})
+    with pytest.raises(c.HL7ClientError) as err:
+        c.validate_options({"host": bad, "port": 2575})
+    assert err.value.msg.startswith("host ")
+
+
+@pytest.mark.parametrize(
+    "good, bad",
+    [
+        ("20240229", "20230229"),  # leap years
+        ("202402291230", "202402291260"),
+        ("20241231235959", "20241231235960"),
+        ("19000101", "18991231"),
+    ],
+)
+def test_scheduled_datetime_boundaries(good, bad):
+    c.validate_options(order_params(scheduled_datetime=good))
+    with pytest.raises(c.HL7ClientError, match="order.scheduled_datetime must be a real date"):
+        c.validate_options(order_params(scheduled_datetime=bad))
+
+
+# ------------------------------------------------------------------ escaping
+
+
+DELIMITED = {
+    "station_aetitle": "CT|01^A&B~C",
+    "procedure_description": "HEAD & NECK | W/O ~ CONTRAST ^ 2 \\ 3 \\F\\",
+    "modality": "CT",
+    "accession_number": "ESC001",
+    "scheduled_datetime": "20240304153000",
+}
+
+
+def test_built_message_escapes_delimiters_as_python_hl7_reads_them():
+    text = c.build_message(order_params(**DELIMITED), "ESC1")
+    assert "CT\\F\\01\\S\\A\\T\\B\\R\\C" in text
+    parsed = hl7.parse(text)
+    assert len(parsed.segment("OBR")) == 37  # OBR-1 .. OBR-36: no field shifted
+    assert parsed["OBR.F21"] == DELIMITED["station_aetitle"]
+    assert parsed["OBR.F24"] == "CT"
+    assert parsed["OBR.F4.R1.C1"] == "CUPG01"
+    assert parsed["OBR.F4.R1.C2"] == DELIMITED["procedure_description"]
+    assert parsed["OBR.F36"] == "20240304153000"
+    assert parsed["OBR.F18"] == "ESC001"
+    # and the project's own parser reads the same values back
+    segments = c.split_segments(text)
+    obr = dict(segments)["OBR"]
+    assert c.unescape(obr[21], segments) == DELIMITED["station_aetitle"]
+    assert c.unescape(obr[4].split("^")[1], segments) == DELIMITED["procedure_description"]
+
+
+@pytest.mark.parametrize("value", ["", "plain", "|^~\\&", "\\F\\", "a\\E\\b", "ÄÖÜ|ß"])
+def test_escape_and_unescape_are_inverse(value):
+    segments = c.split_segments("MSH|^~\\&|A|B|C|D|2024||ACK|1|P|2.5")
+    escaped = c.escape(value)
+    assert not set("|^~&") & set(escaped)
+    assert c.unescape(escaped, segments) == value
 
 
 # ------------------------------------------------------------------ masking
@@ -116,7 +215,65 @@ def test_mask_message_hides_names_and_ids():
 
 def test_mask_message_never_leaks_non_hl7():
     assert c.mask_message("DOE^JANE secret") == c.MASK
-    assert c.mask_value("ACC123456") == "AC***"
+
+
+def test_mask_message_masks_whole_fields_and_unknown_segments():
+    text = "\r".join(
+        [
+            "MSH|^~\\&|A|B|C|D|2024||ORU^R01|X|P|2.5",
+            "PID|1||REALID123||THOMPSON^SARAH^R||19800101|F|||1 MAIN ST^^TOWN|||||||ACCT77|123-45-6789",
+            "NTE|1||Patient Sarah Thompson called",
+            "ZPI|1|THOMPSON",
+            "OBX|1|ST|NAME||THOMPSON^SARAH",
+            "free text DOE^JANE",
+            "MSA|AA|X",
+        ]
+    )
+    masked = c.mask_message(text)
+    for secret in ("REALID", "THOMPSON", "Sarah", "SARAH", "MAIN ST", "ACCT77", "6789", "DOE", "19800101"):
+        assert secret not in masked
+    lines = masked.split("\r")
+    assert lines[0] == text.split("\r")[0]
+    assert lines[1] == "PID|1||***||***||***|F|||***|||||||***|***"  # whole fields: no initials, no lengths
+    assert lines[2] == "NTE|1||***"
+    assert lines[5] == c.MASK
+    assert lines[6] == "MSA|AA|X"
+
+
+@pytest.mark.parametrize(
+    "params, secrets",
+    [
+        ({"message_type": "raw", "raw_message": "PID|1||PAT123||DOE^JANE"}, ["PAT123", "DOE", "JANE"]),
+        (
+            {"message_type": "raw", "raw_message": "MSH|^~\\&|A|B|C|D|2024||ADT^A01|X|P|2.5\rhello DOE^JANE"},
+            ["DOE", "JANE", "hello"],
+        ),
+        ({"order": {"patient_id": "DOE/JANE"}}, ["DOE", "JANE"]),
+        ({"order": {"accession_number": "SECRET/77"}}, ["SECRET", "77"]),
+    ],
+)
+def test_validation_errors_do_not_quote_patient_data(params, secrets):
+    with pytest.raises(c.HL7ClientError) as err:
+        c.validate_options({"host": "h", "port": 1, **params})
+        c.build_message({"host": "h", "port": 1, **params}, None)
+    assert err.value.kind == "validation"
+    for secret in secrets:
+        assert secret not in err.value.msg
+
+
+def test_encode_message_names_the_field_not_the_value():
+    text = "MSH|^~\\&|A|B|C|D|2024||ADT^A01|X|P|2.5\rPID|1||SYN1||MÜLLER^ANNA||19700101|O"
+    assert c.encode_message(text, "latin-1") == text.encode("latin-1")
+    with pytest.raises(c.HL7ClientError) as err:
+        c.encode_message(text, "ascii")
+    assert err.value.kind == "validation"
+    assert "PID-5" in err.value.msg and "'ascii'" in err.value.msg
+    assert "MÜLLER" not in err.value.msg and "Ü" not in err.value.msg and "ANNA" not in err.value.msg
+
+
+@pytest.mark.parametrize("value", ["ACC123456", "T", "THOMPSON^SARAH"])
+def test_mask_value_shows_neither_initials_nor_length(value):
+    assert c.mask_value(value) == c.MASK == "***"
 
 
 # ------------------------------------------------------------------ framing
@@ -167,6 +324,18 @@ def test_read_frame_malformed(data, fragment):
             c.read_frame(pipe.a, time.monotonic() + 2)
         assert err.value.kind == "frame"
         assert fragment in err.value.msg
+    finally:
+        pipe.close()
+
+
+def test_read_frame_recognises_a_tls_record():
+    pipe = _Pipe(b"\x15\x03\x03\x00\x02\x02\x46")  # a TLS alert record, as some TLS stacks send to plain clients
+    try:
+        with pytest.raises(c.HL7ClientError) as err:
+            c.read_frame(pipe.a, time.monotonic() + 2)
+        assert err.value.kind == "frame"
+        assert err.value.details["tls_bytes"] is True
+        assert "got a TLS record" in err.value.msg
     finally:
         pipe.close()
 
@@ -291,6 +460,33 @@ def test_control_id_mismatch_from_peer(scripted_mllp_server):
         c.send_message("127.0.0.1", scripted_mllp_server.port, c.build_message(order_params(), "MINE1"), timeout=3)
     assert err.value.kind == "control_id"
     assert err.value.details["latency_ms"] > 0
+
+
+def test_reset_after_the_message_went_out_says_sent(scripted_mllp_server):
+    scripted_mllp_server.responder = lambda req: ScriptedServer.RESET
+    with pytest.raises(c.HL7ClientError) as err:
+        c.send_message("127.0.0.1", scripted_mllp_server.port, c.build_message(order_params(), "RST1"), timeout=1)
+    assert err.value.kind == "connection"
+    assert "reset the connection after the message went out" in err.value.msg
+    assert err.value.details["sent"] is True
+    assert scripted_mllp_server.requests[0].startswith(b"MSH|")
+
+
+def test_plain_client_against_tls_port_says_the_peer_speaks_tls(openssl_tls_server):
+    with pytest.raises(c.HL7ClientError) as err:
+        c.send_message("127.0.0.1", openssl_tls_server.port, c.build_message(order_params(), "TLS1"), timeout=5)
+    assert err.value.kind == "tls"
+    assert "the peer speaks TLS" in err.value.msg
+    assert "plain MLLP only" in err.value.msg
+    assert err.value.details["sent"] is True
+
+
+def test_tls_probe_against_tls_and_plain_peers(openssl_tls_server, mllp_listener):
+    assert c.peer_speaks_tls("127.0.0.1", openssl_tls_server.port, timeout=5) is True
+    # the plain listener discards the ClientHello and waits for a frame (None), or, when the hello's random
+    # bytes happen to hold 0x0b ... 0x1c, answers that "frame" with an MLLP AR (False): never a TLS claim
+    assert c.peer_speaks_tls(mllp_listener.host, mllp_listener.port, timeout=0.5) is not True
+    assert c.peer_speaks_tls("127.0.0.1", free_port(), timeout=0.5) is None
 
 
 def test_enhanced_mode_commit_ack(scripted_mllp_server):

@@ -7,6 +7,7 @@ the entry.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -297,3 +298,163 @@ def test_survives_abrupt_disconnect(mllp_listener):
     sock.sendall(b"\x0bMSH|^~\\&|half a message")
     sock.close()
     assert send(mllp_listener, order("WLD001"))["ack_code"] == "AA"
+
+
+# ------------------------------------------------------ hardening
+
+
+def exchange(listener, data, wait=10):
+    """Send bytes on a new connection and return the parsed ACK."""
+    sock = socket.create_connection((listener.host, listener.port), timeout=10)
+    try:
+        sock.sendall(data)
+        return c.parse_ack(c.read_frame(sock, time.monotonic() + wait))
+    finally:
+        sock.close()
+
+
+def order_raw(control_id, accession, obr36="", pid7="19700101", obr21="CT01", obr4="C1^CT HEAD", version="2.5.1"):
+    obr = ["OBR", "1", accession, accession, obr4] + [""] * 13
+    obr += [accession, "", "", obr21, "", "", "CT"] + [""] * 11 + [obr36]
+    return raw(
+        MSH % ("ORM^O01", control_id, version),
+        f"PID|1||SYN{control_id}^^^H^MR||ZZTEST^SYNTHETIC||{pid7}|O",
+        f"ORC|NW|{accession}|{accession}",
+        "|".join(obr),
+    )
+
+
+def test_escaped_delimiters_reach_the_worklist(mllp_listener, worklist_scp, tmp_path):
+    text = order_raw(
+        "ESC1",
+        "WLE001",
+        obr36="20240304153000.1234+0100",
+        obr21="CT\\S\\01",
+        obr4="C1^HEAD \\T\\ NECK \\S\\ 2 \\F\\ W/O \\R\\ CONTRAST",
+    )
+    ack = send(mllp_listener, text)
+    assert ack["ack_code"] == "AA", ack
+    found = find_worklist(worklist_scp, tmp_path, **{"0008,0050": "WLE001"})
+    assert len(found) == 1
+    sps = found[0].ScheduledProcedureStepSequence[0]
+    assert sps.ScheduledStationAETitle == "CT^01"
+    assert sps.Modality == "CT"
+    assert sps.ScheduledProcedureStepStartDate == "20240304"
+    assert found[0].RequestedProcedureDescription == "HEAD & NECK ^ 2 | W/O ~ CONTRAST"
+
+
+@pytest.mark.parametrize(
+    "fields, location, fragment",
+    [
+        ({"obr36": "20241399"}, "OBR^1^36", "OBR-36 scheduled date/time '20241399' is not a real date"),
+        ({"obr36": "202402301200"}, "OBR^1^36", "OBR-36"),
+        ({"obr36": "2024030425"}, "OBR^1^36", "OBR-36"),
+        ({"obr36": "tomorrow"}, "OBR^1^36", "OBR-36"),
+        ({"obr36": "202403"}, "OBR^1^36", "OBR-36"),
+        ({"pid7": "19801345"}, "PID^1^7", "PID-7 date of birth is not a real date"),
+        ({"obr21": "CT\\E\\01"}, "OBR^1^21", "OBR-21 scheduled station AE title"),
+        ({"obr21": "STATION-NAME-TOO-LONG"}, "OBR^1^21", "OBR-21 scheduled station AE title"),
+    ],
+)
+def test_bad_dates_and_station_are_answered_ae_naming_the_field(mllp_listener, fields, location, fragment):
+    ack = exchange(mllp_listener, c.frame(order_raw("BAD1", "WLB001", **fields)))
+    assert ack["ack_code"] == "AE"
+    assert ack["errors"][0]["location"] == location
+    assert ack["errors"][0]["code"] == "102"
+    assert fragment in ack["ack_text"]
+    assert "19801345" not in ack["ack_text"]  # a birth date is patient data: never echoed
+    assert not (mllp_listener.dir / "WLB001.wl").exists()
+
+
+def test_version_with_trailing_space_is_trimmed(mllp_listener):
+    ack = exchange(mllp_listener, c.frame(order_raw("VSP1", "WLV001", version="2.4 ")))
+    assert ack["ack_code"] == "AA", ack
+    assert ack["message"].split("\r")[0].split("|")[11] == "2.4"
+    assert (mllp_listener.dir / "WLV001.wl").exists()
+
+
+def test_frame_ending_without_cr_is_answered_at_once(mllp_listener):
+    sock = socket.create_connection((mllp_listener.host, mllp_listener.port), timeout=10)
+    try:
+        sock.sendall(b"\x0b" + order("WLN001").encode() + b"\x1c")  # no 0x0d
+        t0 = time.monotonic()
+        first = c.parse_ack(c.read_frame(sock, time.monotonic() + 3))  # the idle timeout is 5 s
+        assert time.monotonic() - t0 < 3
+        sock.sendall(b"\r" + c.frame(order("WLN002")))  # the late 0x0d is not noise
+        second = c.parse_ack(c.read_frame(sock, time.monotonic() + 3))
+    finally:
+        sock.close()
+    assert [first["ack_code"], second["ack_code"]] == ["AA", "AA"]
+    assert (mllp_listener.dir / "WLN001.wl").exists() and (mllp_listener.dir / "WLN002.wl").exists()
+    assert "discarded" not in mllp_listener.log_text()
+
+
+def test_oversize_frame_is_answered_ar_then_closed(tmp_path):
+    listener = ListenerProcess(tmp_path, extra_args=("--max-frame-bytes", "2000"))
+    try:
+        big = order_raw("BIG1", "WLG001", obr4="C1^" + "X" * 60) + "\rNTE|1||" + "A" * 8000
+        sock = socket.create_connection((listener.host, listener.port), timeout=10)
+        try:
+            sock.sendall(c.frame(big))
+            ack = c.parse_ack(c.read_frame(sock, time.monotonic() + 5))
+            sock.settimeout(5)
+            rest = sock.recv(100)  # then the listener closes the connection
+        finally:
+            sock.close()
+        assert ack["ack_code"] == "AR"
+        assert ack["ack_control_id"] == "BIG1"
+        assert "message larger than 2000 bytes" in ack["ack_text"]
+        assert ack["errors"][0]["code"] == "207"
+        assert rest == b""
+        assert not (listener.dir / "WLG001.wl").exists()
+        assert send(listener, order("WLG002"))["ack_code"] == "AA"  # and keeps serving
+    finally:
+        listener.stop()
+
+
+def thread_count(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(line.split()[1] for line in fh if line.startswith("Threads:")))
+
+
+def test_connection_limit_refuses_the_rest_at_once(tmp_path):
+    listener = ListenerProcess(tmp_path, extra_args=("--max-connections", "3", "--idle-timeout", "30"))
+    held, extra = [], []
+    try:
+        for i in range(3):  # three connections that each got an answer, then stay open and idle
+            sock = socket.create_connection((listener.host, listener.port), timeout=10)
+            sock.sendall(c.frame(order(f"WLC{i:03d}")))
+            assert c.parse_ack(c.read_frame(sock, time.monotonic() + 10))["ack_code"] == "AA"
+            held.append(sock)
+        t0 = time.monotonic()
+        for _ in range(20):
+            sock = socket.create_connection((listener.host, listener.port), timeout=10)
+            sock.settimeout(10)
+            extra.append(sock)
+        for sock in extra:
+            with contextlib.suppress(ConnectionResetError):  # closed at once, not after the 30 s idle timeout
+                assert sock.recv(100) == b""
+        assert time.monotonic() - t0 < 15
+        assert thread_count(listener.proc.pid) <= 3 + 2  # handlers + main (+ a signal helper at most)
+        assert "--max-connections" in listener.log_text()
+        held.pop().close()  # a slot frees up: the next connection is served
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert send(listener, order("WLC100"))["ack_code"] == "AA"
+                break
+            except c.HL7ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        for sock in held + extra:
+            sock.close()
+        listener.stop()
+
+
+def test_log_masks_are_fixed_tokens(mllp_listener):
+    send(mllp_listener, order("WLM12345", patient_id="SYNPHI42"))
+    log = mllp_listener.log_text()
+    assert "accession=*** patient=***" in log
+    assert "WL***" not in log and "SY***" not in log

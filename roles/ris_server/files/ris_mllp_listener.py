@@ -9,7 +9,8 @@ the host). Every message gets an ACK:
 - AA: accepted (ORM^O01 with ORC-1 NW/XO/CA/DC, ADT^A01/A04/A08);
 - AE: application error, with MSA-3 text and an ERR segment (a required field
   is missing or invalid, the worklist file could not be written);
-- AR: rejected (not HL7, no control id, unsupported message type or version).
+- AR: rejected (not HL7, no control id, unsupported message type or version,
+  a frame larger than --max-frame-bytes: answered, then the connection is closed).
 
 An ORM^O01 with ORC-1 NW (or XO) becomes a DICOM modality worklist entry: a
 DCMTK dump is written and converted with ``dump2dcm`` to a temporary file in
@@ -24,7 +25,15 @@ OBR-19 requested procedure id, OBR-20 scheduled procedure step id, OBR-21
 scheduled station AE title, OBR-24 modality, OBR-36 scheduled date/time
 (fallback OBR-27.4, then OBR-7).
 
-Logs never carry patient names or identifiers: they are masked.
+Field values are unescaped (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\) after they are split into
+components. Dates are checked: an order whose scheduled date/time or PID-7 birth
+date is not a real date is answered AE with an ERR naming the field.
+
+Transport: a frame ends at 0x1c (the 0x0d after it is expected but not waited
+for); at most --max-connections connections are served at once, and a
+connection over that limit is closed at once, without reading from it.
+
+Logs never carry patient names or identifiers: they are replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 
 SB = b"\x0b"
@@ -55,6 +65,9 @@ LOG = logging.getLogger("ris_mllp_listener")
 SUPPORTED_VERSIONS = re.compile(r"^2\.[1-9](\.\d+)?$")
 ADT_EVENTS = ("A01", "A04", "A08")
 SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,16}$")
+# HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]; a worklist entry needs at least the day.
+DTM = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.\d{1,4})?)?)?)?(?:[+-]\d{4})?$")
+DRAIN_SECONDS = 2.0
 
 
 class Reject(Exception):
@@ -85,6 +98,7 @@ class Message:
         self.cs = enc[0] if len(enc) > 0 else "^"
         self.rs = enc[1] if len(enc) > 1 else "~"
         self.esc = enc[2] if len(enc) > 2 else "\\"
+        self.ss = enc[3] if len(enc) > 3 else "&"
         self.segments = []
         for line in lines:
             fields = line.split(self.fs)
@@ -95,28 +109,45 @@ class Message:
     def segment(self, name):
         return next((s for s in self.segments if s[0] == name), None)
 
-    def field(self, name, index, component=None):
+    def components(self, name, index):
+        """The unescaped components of the first repetition of a field (split first, then unescaped)."""
         seg = self.segment(name)
         if seg is None or index >= len(seg):
-            return ""
-        value = seg[index].split(self.rs)[0]
-        if component is not None:
-            parts = value.split(self.cs)
-            value = parts[component - 1] if component - 1 < len(parts) else ""
-        return self.unescape(value)
+            return []
+        return [self.unescape(part) for part in seg[index].split(self.rs)[0].split(self.cs)]
+
+    def field(self, name, index, component=None):
+        parts = self.components(name, index)
+        if component is None:
+            return self.cs.join(parts)
+        return parts[component - 1] if component - 1 < len(parts) else ""
 
     def unescape(self, value):
         e = self.esc
         if not e or e not in value:
             return value
-        table = {"F": self.fs, "S": self.cs, "R": self.rs, "E": e, "T": "&"}
+        table = {"F": self.fs, "S": self.cs, "R": self.rs, "E": e, "T": self.ss}
         return re.sub(re.escape(e) + r"([FSRET])" + re.escape(e), lambda m: table[m.group(1)], value)
 
 
-def mask(value, keep=2):
-    if not value:
-        return "-"
-    return value[:keep] + "***"
+def mask(value):
+    """A patient or study identifier in a log line: a fixed ``***`` (neither its start nor its length)."""
+    return "***" if value else "-"
+
+
+def valid_dtm(value):
+    """(date, time) of an HL7 DTM with at least a day, or None when it is not a real date and time."""
+    match = DTM.match(value)
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+    if year < 1900:
+        return None
+    return value[:8], (match.group(4) or "00") + (match.group(5) or "00") + (match.group(6) or "00")
 
 
 # --------------------------------------------------------------------------
@@ -145,8 +176,9 @@ def build_ack(msg, code, control_id, text="", err_code="", location="", applicat
         msh = msg.segment("MSH")
         mtype = msh[9] if len(msh) > 9 else ""
         parts = mtype.split(msg.cs)
-        trigger = parts[1] if len(parts) > 1 else ""
-        version = msh[12] if len(msh) > 12 and msh[12] else version
+        trigger = parts[1].strip() if len(parts) > 1 else ""
+        sent_version = msh[12].split(msg.cs)[0].strip() if len(msh) > 12 else ""
+        version = sent_version if SUPPORTED_VERSIONS.match(sent_version) else version
         receiving_app = msh[3] if len(msh) > 3 else ""
         receiving_fac = msh[4] if len(msh) > 4 else ""
     ack_type = f"ACK^{trigger}^ACK" if trigger else "ACK"
@@ -185,8 +217,6 @@ VR_MAX = {"AE": 16, "CS": 16, "DA": 8, "LO": 64, "PN": 64, "SH": 16, "TM": 14, "
 def dicom_value(value, vr):
     """Make a value safe for a DCMTK dump line and the given VR."""
     value = "".join(ch for ch in value if ch >= " " and ch not in "[]\\\x7f")
-    if vr in ("CS", "AE", "SH", "LO", "DA", "TM", "UI"):
-        value = value.replace("^", " ")
     if vr == "CS":
         value = re.sub(r"[^A-Z0-9 _]", "", value.upper())
     if vr in ("DA", "TM", "UI"):
@@ -199,21 +229,66 @@ def uid_for(accession):
 
 
 def scheduled_datetime(msg):
-    for value in (msg.field("OBR", 36), msg.field("OBR", 27, 4), msg.field("ORC", 7, 4), msg.field("OBR", 7)):
-        digits = re.sub(r"[^0-9]", "", value.split(msg.cs)[0])
-        if len(digits) >= 8:
-            return digits[:8], (digits[8:14] or "000000").ljust(4, "0")
+    """Date and time of the first non-empty of OBR-36, OBR-27.4, ORC-7.4, OBR-7; now when all are empty.
+
+    The first non-empty one must be a real date (and time): else Reject AE naming that field.
+    """
+    candidates = (("OBR", 36, 1), ("OBR", 27, 4), ("ORC", 7, 4), ("OBR", 7, 1))
+    for seg, index, component in candidates:
+        value = msg.field(seg, index, component).split(msg.ss)[0].strip()
+        if not value:
+            continue
+        found = valid_dtm(value)
+        if found is None:
+            where = f"{seg}-{index}" + (f".{component}" if component > 1 else "")
+            location = f"{seg}^1^{index}" + (f"^1^{component}" if component > 1 else "")
+            raise Reject(
+                "AE",
+                f"{where} scheduled date/time {value[:26]!r} is not a real date and time "
+                "(YYYYMMDD[HHMM[SS]], a day the month has, hour 00-23, minutes and seconds 00-59)",
+                "102",
+                location,
+            )
+        return found
     now = datetime.datetime.now()
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+
+
+def birth_date(msg):
+    """PID-7 as YYYYMMDD ('' when empty); Reject AE when it is not a real date (the value is not echoed)."""
+    value = msg.field("PID", 7, 1).split(msg.ss)[0].strip()
+    if not value:
+        return ""
+    found = valid_dtm(value)
+    if found is None:
+        raise Reject(
+            "AE", "PID-7 date of birth is not a real date (YYYYMMDD); the value is not shown", "102", "PID^1^7"
+        )
+    return found[0]
+
+
+def station_aetitle(msg, default):
+    """OBR-21.1 as a DICOM AE title (1 to 16 characters, no backslash or control character); the default when empty."""
+    value = msg.field("OBR", 21, 1).strip()
+    if not value:
+        return default or "UNASSIGNED"
+    if len(value) > 16 or any(ch in "\\[]\x7f" or ch < " " for ch in value):
+        raise Reject(
+            "AE",
+            f"OBR-21 scheduled station AE title {value[:20]!r} is not usable: 1 to 16 characters, no backslash "
+            "or control characters (a DICOM AE title), and no [ or ] (the worklist dump cannot carry them)",
+            "102",
+            "OBR^1^21",
+        )
+    return value
 
 
 def worklist_dump(msg, accession, default_station_aet="UNASSIGNED"):
     patient_id = msg.field("PID", 3, 1)
     if not patient_id:
         raise Reject("AE", "PID-3 patient identifier is required for an order", "101", "PID^1^3")
-    name = msg.field("PID", 5)
-    name = msg.cs.join(name.split(msg.cs)[:5]).replace(msg.cs, "^") if name else ""
-    birth = re.sub(r"[^0-9]", "", msg.field("PID", 7, 1))[:8]
+    name = "^".join(part.replace("^", " ") for part in msg.components("PID", 5)[:5]).rstrip("^")
+    birth = birth_date(msg)
     sex = msg.field("PID", 8)[:1].upper()
     if sex not in ("M", "F", "O"):
         sex = ""
@@ -221,7 +296,7 @@ def worklist_dump(msg, accession, default_station_aet="UNASSIGNED"):
     desc = msg.field("OBR", 4, 2) or code
     rp_id = msg.field("OBR", 19, 1) or "RP" + accession[-14:]
     sps_id = msg.field("OBR", 20, 1) or "SPS" + accession[-13:]
-    station = msg.field("OBR", 21, 1) or default_station_aet or "UNASSIGNED"
+    station = station_aetitle(msg, default_station_aet)
     modality = msg.field("OBR", 24, 1) or "OT"
     date, time_ = scheduled_datetime(msg)
     lines = [
@@ -353,10 +428,10 @@ class Processor:
             control_id = msh[10] if len(msh) > 10 else ""
             if not control_id:
                 raise Reject("AR", "MSH-10 message control id is required", "101", "MSH^1^10")
-            version = msh[12].split(msg.cs)[0] if len(msh) > 12 else ""
+            version = msh[12].split(msg.cs)[0].strip() if len(msh) > 12 else ""
             if not SUPPORTED_VERSIONS.match(version):
                 raise Reject("AR", f"unsupported HL7 version {version[:10]!r} (2.x expected)", "203", "MSH^1^12")
-            mtype = msh[9].split(msg.cs) if len(msh) > 9 else [""]
+            mtype = [part.strip() for part in msh[9].split(msg.cs)] if len(msh) > 9 else [""]
             kind = mtype[0]
             event = mtype[1] if len(mtype) > 1 else ""
             if kind == "ORM" and event == "O01":
@@ -395,6 +470,28 @@ class Processor:
                 application=self.application,
                 facility=self.facility,
             )
+
+    def too_large(self, head, limit):
+        """The AR for a frame larger than ``limit`` bytes; ``head`` is its start (the MSH segment if complete)."""
+        msg = None
+        control_id = ""
+        first, complete, _ = head.partition(b"\r")
+        if complete:
+            with contextlib.suppress(Reject, UnicodeDecodeError):
+                msg = Message(first.decode("utf-8", "replace"))
+                msh = msg.segment("MSH")
+                control_id = msh[10].strip() if len(msh) > 10 else ""
+        LOG.warning("control_id=%s answered AR: message larger than %d bytes", control_id or "-", limit)
+        return build_ack(
+            msg,
+            "AR",
+            control_id,
+            f"message larger than {limit} bytes (the listener's --max-frame-bytes); refused, the connection is closed",
+            "207",
+            "MSH",
+            application=self.application,
+            facility=self.facility,
+        )
 
     def order(self, msg, control_id):
         if msg.segment("ORC") is None:
@@ -445,6 +542,22 @@ class Processor:
 # --------------------------------------------------------------------------
 
 
+def close_after_answer(sock, seconds=DRAIN_SECONDS):
+    """Half-close, then read and discard what the peer still sends (up to ``seconds``), then close.
+
+    Closing a socket with unread data sends a reset, which can destroy the answer before the peer
+    reads it; draining first lets the peer read the answer and see the end of the connection.
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + seconds
+    with contextlib.suppress(OSError):
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            if not sock.recv(65536):
+                break
+
+
 class MLLPHandler(socketserver.BaseRequestHandler):
     def handle(self):
         sock = self.request
@@ -454,7 +567,7 @@ class MLLPHandler(socketserver.BaseRequestHandler):
         peer = "{}:{}".format(*self.client_address[:2])
         while True:
             try:
-                chunk = sock.recv(4096)
+                chunk = sock.recv(65536)
             except TimeoutError:
                 if buf:
                     LOG.warning("peer %s: incomplete MLLP frame dropped after idle timeout", peer)
@@ -477,14 +590,23 @@ class MLLPHandler(socketserver.BaseRequestHandler):
                     if bytes(buf[:start]).strip(b"\r\n"):
                         LOG.warning("peer %s: %d bytes before the MLLP start block discarded", peer, start)
                     del buf[:start]
-                end = buf.find(EB + CR)
+                # The frame ends at 0x1c; its 0x0d is consumed when it is there, and skipped as
+                # inter-frame noise when it comes later (a peer that never sends it is answered too).
+                end = buf.find(EB, 1)
+                size = (end if end >= 0 else len(buf)) - 1
+                if size > server.max_frame_bytes:
+                    LOG.warning("peer %s: MLLP frame larger than %d bytes; answered AR, closing", peer, size)
+                    ack = server.processor.too_large(bytes(buf[1 : 1 + 65536]), server.max_frame_bytes)
+                    with contextlib.suppress(OSError):
+                        sock.sendall(SB + ack.encode("utf-8") + EB + CR)
+                    close_after_answer(sock)
+                    return
                 if end < 0:
-                    if len(buf) > server.max_frame_bytes:
-                        LOG.warning("peer %s: MLLP frame larger than %d bytes; closing", peer, server.max_frame_bytes)
-                        return
                     break
                 payload = bytes(buf[1:end])
-                del buf[: end + 2]
+                del buf[: end + 1]
+                if buf[:1] == CR:
+                    del buf[:1]
                 ack = server.processor.handle(payload)
                 try:
                     sock.sendall(SB + ack.encode("utf-8") + EB + CR)
@@ -493,16 +615,60 @@ class MLLPHandler(socketserver.BaseRequestHandler):
 
 
 class MLLPServer(socketserver.ThreadingTCPServer):
+    """One thread per connection, at most ``max_connections`` at once; the rest are closed at once."""
+
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self, address, processor, idle_timeout=60.0, max_frame_bytes=1024 * 1024):
+    def __init__(self, address, processor, idle_timeout=60.0, max_frame_bytes=1024 * 1024, max_connections=64):
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
         super().__init__(address, MLLPHandler)
         self.processor = processor
         self.idle_timeout = idle_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.max_connections = max_connections
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+        self.refused_logged_at = None
+
+    def verify_request(self, request, client_address):
+        """Take a connection slot; without one, refuse (socketserver then closes the connection at once)."""
+        if self.slots.acquire(blocking=False):
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if self.refused_logged_at is None or now - self.refused_logged_at >= 10:
+            LOG.warning(
+                "refused %d connection(s), the latest from %s: %d connections open (--max-connections); "
+                "refused connections are closed at once",
+                self.refused,
+                client_address[0],
+                self.max_connections,
+            )
+            self.refused = 0
+            self.refused_logged_at = now
+        return False
+
+    def process_request(self, request, client_address):
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_args(argv=None):
@@ -518,8 +684,19 @@ def parse_args(argv=None):
         default="UNASSIGNED",
         help="scheduled station AE title when OBR-21 is empty (wlmscpfs rejects entries without one)",
     )
-    p.add_argument("--idle-timeout", type=float, default=60.0)
-    p.add_argument("--max-frame-bytes", type=int, default=1024 * 1024)
+    p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds a connection may stay silent (60)")
+    p.add_argument(
+        "--max-frame-bytes",
+        type=positive_int,
+        default=1024 * 1024,
+        help="largest message; a larger frame is answered AR and the connection closed (default 1 MiB)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=64,
+        help="connections served at once, one thread each; more are closed at once (default 64)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
 
@@ -532,7 +709,9 @@ def main(argv=None):
         return 2
     worklist = Worklist(args.worklist_dir, args.dump2dcm)
     processor = Processor(worklist, args.application, args.facility, args.default_station_aet)
-    server = MLLPServer((args.host, args.port), processor, args.idle_timeout, args.max_frame_bytes)
+    server = MLLPServer(
+        (args.host, args.port), processor, args.idle_timeout, args.max_frame_bytes, args.max_connections
+    )
     host, port = server.server_address[:2]
 
     def stop(signum, frame):

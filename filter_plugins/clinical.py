@@ -73,6 +73,56 @@ _INTERNAL_KEYS = frozenset(
 )
 
 
+# The inventory variable behind each module option, per kind of check (docs/inventory.md, the endpoint
+# contract): a failed check's message names the variable the user must change, not only the option.
+_PACS_DICOM_VARIABLES = {
+    "called_ae": "pacs_server_dicom_aet",
+    "calling_ae": "verify_calling_aet",
+    "port": "endpoint_dicom_port",
+    "host": "endpoint_host",
+    "timeout": "endpoint_timeout",
+    "tls": "endpoint_dicom_tls",
+    "tls_ca_cert": "endpoint_dicom_tls_ca_cert",
+    "tls_client_cert": "endpoint_dicom_tls_client_cert",
+    "tls_client_key": "endpoint_dicom_tls_client_key",
+    "tls_client_key_passphrase": "endpoint_dicom_tls_client_key_passphrase",
+}
+_PACS_REST_VARIABLES = {
+    "url": "endpoint_rest_url",
+    "username": "pacs_server_rest_user",
+    "password": "pacs_server_rest_password",
+    "validate_certs": "endpoint_rest_validate_certs",
+    "ca_path": "endpoint_rest_ca_path",
+    "timeout": "endpoint_timeout",
+}
+_INVENTORY_VARIABLES = {
+    "dicom_echo": _PACS_DICOM_VARIABLES,
+    "dicom_query_studies": _PACS_DICOM_VARIABLES,
+    "pacs_info": _PACS_REST_VARIABLES,
+    "dicom_roundtrip": {**_PACS_DICOM_VARIABLES, **{f"orthanc_{k}": v for k, v in _PACS_REST_VARIABLES.items()},
+                        "orthanc_user": "pacs_server_rest_user"},
+    "worklist_echo": {**_PACS_DICOM_VARIABLES, "called_ae": "ris_server_aetitle", "port": "endpoint_worklist_port"},
+    "order_in_worklist": {**_PACS_DICOM_VARIABLES, "called_ae": "ris_server_aetitle",
+                          "port": "endpoint_worklist_port"},
+    "hl7_order_ack": {"host": "endpoint_host", "port": "endpoint_hl7_port", "timeout": "endpoint_timeout"},
+    "hl7_cancel_ack": {"host": "endpoint_host", "port": "endpoint_hl7_port", "timeout": "endpoint_timeout"},
+}
+
+
+def inventory_words(message: str, check: str) -> str:
+    """A module's message with each option it names followed by the inventory variable that sets it.
+
+    'check called_ae' -> 'check called_ae (inventory: pacs_server_dicom_aet)'. Only whole option
+    names are replaced, and each at most once per occurrence.
+    """
+    variables = _INVENTORY_VARIABLES.get(check)
+    if not variables or not isinstance(message, str):
+        return message
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(sorted(map(re.escape, variables), key=len, reverse=True))
+                         + r")(?![\w])(?! \(inventory)")
+    return pattern.sub(lambda m: f"{m.group(1)} (inventory: {variables[m.group(1)]})", message)
+
+
 def verify_record(result, check: str, expect_count_min=None, expect_count_max=None) -> dict:
     """One record of a verification report from a task result registered with failed_when: false.
 
@@ -91,7 +141,8 @@ def verify_record(result, check: str, expect_count_min=None, expect_count_max=No
     count_checked = count is not None and (expect_count_min is not None or expect_count_max is not None)
     if (result.get("failed") or result.get("unreachable")) and not count_checked:
         return {"check": check, "status": "failed", "elapsed_ms": latency,
-                "message": str(result.get("msg", "failed without a message")), "details": details}
+                "message": inventory_words(str(result.get("msg", "failed without a message")), check),
+                "details": details}
     message = "ok" if result.get("failed") else str(result.get("msg") or "ok")
     if expect_count_min is not None and (count is None or int(count) < int(expect_count_min)):
         return {"check": check, "status": "failed", "elapsed_ms": latency,

@@ -58,10 +58,11 @@ def clinical_endpoint(hostvars, inventory_hostname: str | None = None) -> dict:
     host = str(_first(hostvars, ("endpoint_host", "ansible_host"), name))
     tls_enabled = bool(_first(hostvars, ("endpoint_dicom_tls", "pacs_server_dicom_tls_enabled"), False))
     tls = {"enabled": tls_enabled}
-    for key in ("ca_cert", "client_cert", "client_key"):
+    for key in ("ca_cert", "client_cert", "client_key", "client_key_passphrase"):
         value = _get(hostvars, f"endpoint_dicom_tls_{key}")
         if value is not _UNSET:
             tls[key] = value
+    rest_ca = _get(hostvars, "endpoint_rest_ca_path", None)
     rest_default = f"http://{host}:{int(_get(hostvars, 'pacs_server_http_port', DEFAULT_PACS_HTTP_PORT))}"
     endpoint = {
         "name": name,
@@ -77,6 +78,7 @@ def clinical_endpoint(hostvars, inventory_hostname: str | None = None) -> dict:
             "rest_user": str(_get(hostvars, "pacs_server_rest_user", DEFAULT_PACS_REST_USER)),
             "rest_password": str(_get(hostvars, "pacs_server_rest_password", "")),
             "rest_validate_certs": bool(_get(hostvars, "endpoint_rest_validate_certs", True)),
+            "rest_ca_path": str(rest_ca) if rest_ca is not None else None,
         },
         "ris": {
             "worklist_aet": str(_get(hostvars, "ris_server_aetitle", DEFAULT_WORKLIST_AET)),
@@ -101,13 +103,16 @@ def endpoint_module_args(endpoint) -> dict:
     pacs, ris = endpoint["pacs"], endpoint["ris"]
     common = {"host": endpoint["host"], "calling_ae": endpoint["calling_aet"], "timeout": endpoint["timeout"]}
     pacs_dicom = {**common, "port": pacs["dicom_port"], "called_ae": pacs["aet"], **dicom_tls_args(pacs["tls"])}
+    rest_ca = pacs.get("rest_ca_path")
     return {
         "pacs_dicom": pacs_dicom,
         "pacs_rest": {"url": pacs["rest_url"], "username": pacs["rest_user"], "password": pacs["rest_password"],
-                      "validate_certs": pacs["rest_validate_certs"], "timeout": endpoint["timeout"]},
+                      "validate_certs": pacs["rest_validate_certs"], "timeout": endpoint["timeout"],
+                      **({"ca_path": rest_ca} if rest_ca else {})},
         "pacs_roundtrip": {**pacs_dicom, "orthanc_url": pacs["rest_url"], "orthanc_user": pacs["rest_user"],
                            "orthanc_password": pacs["rest_password"],
-                           "orthanc_validate_certs": pacs["rest_validate_certs"]},
+                           "orthanc_validate_certs": pacs["rest_validate_certs"],
+                           **({"orthanc_ca_path": rest_ca} if rest_ca else {})},
         "worklist": {**common, "port": ris["worklist_port"], "called_ae": ris["worklist_aet"]},
         "hl7": {"host": endpoint["host"], "port": ris["hl7_port"], "timeout": endpoint["timeout"]},
     }
@@ -119,7 +124,7 @@ def dicom_tls_args(tls) -> dict:
     if not tls.get("enabled"):
         return {}
     out = {"tls": True}
-    for key in ("ca_cert", "client_cert", "client_key"):
+    for key in ("ca_cert", "client_cert", "client_key", "client_key_passphrase"):
         if tls.get(key):
             out[f"tls_{key}"] = tls[key]
     return out

@@ -30,7 +30,15 @@ AE_VARIABLES = ("pacs_server_dicom_aet", "verify_calling_aet", "ris_server_aetit
 PORT_VARIABLES = ("endpoint_dicom_port", "endpoint_worklist_port", "endpoint_hl7_port")
 # Controller paths that must be absolute (the evidence of every run goes there).
 ABSOLUTE_PATH_VARIABLES = ("clinical_upgrade_evidence_dir",)
-BOOL_VARIABLES = ("pacs_server_allow_downgrade",)
+# Files on the controller that the health check and the upgrade hand to the modules: TLS material
+# of the PACS's DICOM port and the CA of its https REST API (docs/inventory.md).
+CONTROLLER_FILE_VARIABLES = (
+    "endpoint_dicom_tls_ca_cert",
+    "endpoint_dicom_tls_client_cert",
+    "endpoint_dicom_tls_client_key",
+    "endpoint_rest_ca_path",
+)
+BOOL_VARIABLES = ("pacs_server_allow_downgrade", "endpoint_dicom_tls", "endpoint_rest_validate_certs")
 VERSION_VARIABLES = ("pacs_server_target_version", "pacs_server_installed_version")
 
 
@@ -114,6 +122,13 @@ def _types(hostvars, groups):
             if value is not _UNSET and value is not None and not (isinstance(value, str) and value.startswith("/")):
                 problems.append(f"{host}: {name} must be an absolute directory on the controller "
                                 f"(for example /var/lib/clinical-upgrade/evidence), got {value!r}")
+        for name in CONTROLLER_FILE_VARIABLES:
+            value, _ = _get(hostvars, host, name)
+            if value is _UNSET or value is None or value == "":
+                continue
+            if not isinstance(value, str) or not os.path.isfile(value):
+                problems.append(f"{host}: {name} must be a PEM file on the controller, got {value!r}, which is "
+                                "not a file there")
         for name in BOOL_VARIABLES:
             value, _ = _get(hostvars, host, name)
             if value is not _UNSET and value is not None and not isinstance(value, bool):

@@ -277,6 +277,48 @@ def disable_identifier_logging() -> None:
     _pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
 
 
+def pynetdicom_internals_problems() -> list[str]:
+    """What of pynetdicom's internals this module relies on is missing or changed (empty: all there).
+
+    pyproject.toml pins pynetdicom to the tested 3.0.x; a site that installs another version gets
+    the plain, untuned pynetdicom from make_ae_tuning() instead of a broken one, and the unit test
+    tests/unit/test_dicom_net.py names the version and what changed.
+    """
+    if not HAS_PYNETDICOM:
+        return ["pynetdicom is not installed"]
+    import inspect
+
+    from pynetdicom import AE
+    from pynetdicom.association import Association
+
+    problems = []
+    for name in ("_create_socket", "connect", "ready", "recv", "send", "close"):
+        if not hasattr(AssociationSocket, name):
+            problems.append(f"AssociationSocket.{name} is gone")
+    params = list(inspect.signature(AE._create_socket).parameters) if hasattr(AE, "_create_socket") else []
+    if params != ["self", "assoc", "address", "tls_args"]:
+        problems.append(f"AE._create_socket takes {params}, expected self, assoc, address, tls_args")
+    params = list(inspect.signature(AssociationSocket.__init__).parameters)
+    if params[:4] != ["self", "assoc", "client_socket", "address"]:
+        problems.append(f"AssociationSocket.__init__ takes {params}, expected self, assoc, client_socket, address")
+    try:
+        dul = Association(AE(), "requestor").dul
+    except Exception as exc:  # noqa: BLE001 - any failure here means the internals changed
+        return [*problems, f"Association(AE(), 'requestor') failed: {exc!r}"]
+    for name in ("to_provider_queue", "event_queue", "_run_loop_delay", "state_machine", "socket", "is_alive"):
+        if not hasattr(dul, name):
+            problems.append(f"DULServiceProvider.{name} is gone")
+    if getattr(getattr(dul, "state_machine", None), "current_state", None) != "Sta1":
+        problems.append("the DUL's state_machine.current_state is not 'Sta1' before an association")
+    for name in ("LOG_REQUEST_IDENTIFIERS", "LOG_RESPONSE_IDENTIFIERS", "LOG_HANDLER_LEVEL"):
+        if not hasattr(_pynetdicom_config, name):
+            problems.append(f"pynetdicom._config.{name} is gone")
+    return problems
+
+
+_INTERNALS_CHECKED: list[str] | None = None
+
+
 def is_tuned(ae) -> bool:
     """True if make_ae_tuning() has been applied to `ae`."""
     return getattr(ae, "_clinical_upgrade_tuned", False)
@@ -289,10 +331,15 @@ def make_ae_tuning(ae) -> None:
     this AE instance is changed; idempotent. Does not touch timeouts, contexts or
     the AE's acceptor (server) side.
     """
+    global _INTERNALS_CHECKED  # noqa: PLW0603 - checked once per process
     if not HAS_PYNETDICOM:
         return
     disable_identifier_logging()
     if is_tuned(ae):
+        return
+    if _INTERNALS_CHECKED is None:
+        _INTERNALS_CHECKED = pynetdicom_internals_problems()
+    if _INTERNALS_CHECKED:  # another pynetdicom: plain pynetdicom works, only slower
         return
     ae._create_socket = types.MethodType(_tuned_create_socket, ae)
     ae._clinical_upgrade_tuned = True

@@ -40,8 +40,8 @@ attributes:
   diff_mode:
     support: none
 requirements:
-  - pynetdicom >= 2.1
-  - pydicom >= 2.4
+  - pynetdicom >= 3.0, < 3.1
+  - pydicom >= 3.0, < 3.1
 notes:
   - The peer AE title returned is the responding AE title of the A-ASSOCIATE-AC.
 seealso:

@@ -105,8 +105,8 @@ attributes:
   diff_mode:
     support: none
 requirements:
-  - pynetdicom >= 2.1
-  - pydicom >= 2.4
+  - pynetdicom >= 3.0, < 3.1
+  - pydicom >= 3.0, < 3.1
 notes:
   - Filter values are not echoed back in messages, because they may identify a patient. For the
     same reason the returned C(invocation) (shown at -vvv, kept by AWX with each job event) carries

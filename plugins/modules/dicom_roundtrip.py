@@ -92,8 +92,8 @@ attributes:
   diff_mode:
     support: none
 requirements:
-  - pynetdicom >= 2.1
-  - pydicom >= 2.4
+  - pynetdicom >= 3.0, < 3.1
+  - pydicom >= 3.0, < 3.1
 notes:
   - Orthanc must allow C-FIND and C-GET (or C-MOVE) for O(calling_ae), for example by listing it in
     C(DicomModalities); C(DicomAlwaysAllowFind/Get/Move) default to false.

@@ -253,3 +253,23 @@ def test_a_playbook_using_the_precheck_role_passes_syntax_check(tmp_path):
     )
     result = ansible_playbook("--syntax-check", str(playbook), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tls_files_must_exist_on_the_controller(tmp_path):
+    ca = tmp_path / "site-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    hosts = GOOD.replace(
+        "        pacs1:\n",
+        "        pacs1:\n"
+        f"          endpoint_rest_ca_path: {ca}\n"
+        "          endpoint_dicom_tls: 'yes'\n"
+        "          endpoint_dicom_tls_ca_cert: /nonexistent/ca.pem\n",
+        1,
+    )
+    result = run_preflight(write_inventory(tmp_path, hosts))
+    assert result.returncode != 0
+    assert problems_of(result.stdout) == [
+        "pacs1: endpoint_dicom_tls_ca_cert must be a PEM file on the controller, got '/nonexistent/ca.pem', "
+        "which is not a file there",
+        "pacs1: endpoint_dicom_tls must be true or false, got 'yes' (str)",
+    ]

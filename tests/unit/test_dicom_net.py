@@ -248,3 +248,15 @@ def test_connection_refused_is_reported():
     # the wake-up socketpair does not leak when the connection fails
     assert isinstance(sock, dicom_net.TunedAssociationSocket)
     assert sock._wake_r is None
+
+
+def test_the_pynetdicom_internals_the_tuning_relies_on_are_there():
+    """Fails loudly, naming the version, when a pynetdicom release changes what dicom_net.py patches."""
+    import pynetdicom
+
+    problems = dicom_net.pynetdicom_internals_problems()
+    assert not problems, (
+        f"pynetdicom {pynetdicom.__version__} changed internals that plugins/module_utils/dicom_net.py relies on: "
+        + "; ".join(problems) + ". Adapt dicom_net.py and the pin in pyproject.toml (tested: 3.0.x)."
+    )
+    assert pynetdicom.__version__.startswith("3.0."), f"pynetdicom {pynetdicom.__version__} is outside the pin"

@@ -17,7 +17,7 @@ def test_defaults_follow_the_documented_contract():
     assert ep["timeout"] == 10.0
     assert ep["pacs"] == {"aet": "ORTHANC", "dicom_port": 4242, "tls": {"enabled": False},
                           "rest_url": "http://pacs9:8042", "rest_user": "cuadmin", "rest_password": "",
-                          "rest_validate_certs": True}
+                          "rest_validate_certs": True, "rest_ca_path": None}
     assert ep["ris"] == {"worklist_aet": "RISWL", "worklist_port": 1070, "hl7_port": 2575}
 
 
@@ -94,8 +94,12 @@ def test_the_module_arguments_are_options_the_modules_accept():
         return opts
 
     ep = clinical_endpoint({"endpoint_dicom_tls": True, "endpoint_dicom_tls_ca_cert": "/ca",
-                            "endpoint_dicom_tls_client_cert": "/c", "endpoint_dicom_tls_client_key": "/k"}, "p")
-    for module, key in [("dicom_echo", "pacs_dicom"), ("dicom_query", "pacs_dicom"),
+                            "endpoint_dicom_tls_client_cert": "/c", "endpoint_dicom_tls_client_key": "/k",
+                            "endpoint_dicom_tls_client_key_passphrase": "pw", "endpoint_rest_ca_path": "/site-ca"},
+                           "p")
+    assert ep["args"]["pacs_rest"]["ca_path"] == ep["args"]["pacs_roundtrip"]["orthanc_ca_path"] == "/site-ca"
+    assert ep["args"]["pacs_dicom"]["tls_client_key_passphrase"] == "pw"
+    for module, key in [("pacs_archive", "pacs_rest"), ("dicom_echo", "pacs_dicom"), ("dicom_query", "pacs_dicom"),
                         ("dicom_roundtrip", "pacs_roundtrip"), ("pacs_info", "pacs_rest"),
                         ("dicom_echo", "worklist"), ("hl7_check", "hl7")]:
         unknown = set(ep["args"][key]) - options(module)

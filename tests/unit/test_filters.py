@@ -241,3 +241,19 @@ def test_verify_record_prefers_the_count_message_when_retries_ran_out():
     assert record["message"] == "expected at least 1 match(es), found 0"
     ok = verify_record({"failed": True, "count": 1}, "order_in_worklist", expect_count_min=1)
     assert ok["status"] == "passed"
+
+
+def test_failed_check_names_the_inventory_variable():
+    """A module names its option; the verification record adds the inventory variable behind it."""
+    from clinical import inventory_words
+
+    rec = verify_record({"failed": True, "msg": "association rejected; check called_ae and calling_ae"}, "dicom_echo")
+    assert rec["message"] == ("association rejected; check called_ae (inventory: pacs_server_dicom_aet) and "
+                              "calling_ae (inventory: verify_calling_aet)")
+    worklist = inventory_words("check called_ae", "worklist_echo")
+    assert worklist == "check called_ae (inventory: ris_server_aetitle)"
+    rest = inventory_words("set orthanc_ca_path to the site CA; check orthanc_user", "dicom_roundtrip")
+    assert rest == ("set orthanc_ca_path (inventory: endpoint_rest_ca_path) to the site CA; "
+                    "check orthanc_user (inventory: pacs_server_rest_user)")
+    assert inventory_words("check ca_path (inventory: endpoint_rest_ca_path)", "pacs_info").count("inventory") == 1
+    assert inventory_words("anything", "no_such_check") == "anything"

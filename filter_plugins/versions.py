@@ -181,6 +181,45 @@ def _str_list_problem(value, where: str, what: str) -> str:
     return ""
 
 
+def artifact_problems(artifacts, where: str) -> list[str]:
+    """What is wrong with an entry's artifacts: [{name, sha256, url (optional)}].
+
+    ``name`` is a plain file name: it is looked up in the site's artifact store (a controller
+    directory), or downloaded from ``url`` (https only) into it. A name with a directory part
+    could reach outside the store, so it is refused.
+    """
+    if not isinstance(artifacts, list) or not artifacts:
+        return [f"{where}.artifacts: must be a non-empty list of {{name, sha256, url}}, got {_type_name(artifacts)}"]
+    problems = []
+    for i, art in enumerate(artifacts):
+        at = f"{where}.artifacts[{i}]"
+        if not isinstance(art, dict):
+            problems.append(f"{at}: must be a mapping with name and sha256 (and url to download from)")
+            continue
+        for key in sorted(set(art) - {"name", "sha256", "url"}, key=str):
+            problems.append(f"{at}: unknown key {key!r}; use name, sha256 and url")
+        name = art.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{at}.name: missing or not a string: the archive's file name in the artifact store")
+        elif "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+            problems.append(
+                f"{at}.name: {name!r} is not a plain file name; give the archive's name only, it is looked up in the "
+                "artifact store (a path could reach outside it)"
+            )
+        sha = art.get("sha256")
+        if sha is None or sha == "":
+            problems.append(
+                f"{at}.sha256: missing; add the archive's sha256 from the vendor's release notes (an archive "
+                "without a checksum is never installed)"
+            )
+        elif not isinstance(sha, str) or not _SHA256.match(sha):
+            problems.append(f"{at}.sha256: must be 64 lower-case hex digits (quoted), got {sha!r}")
+        url = art.get("url")
+        if url is not None and (not isinstance(url, str) or not url.startswith("https://")):
+            problems.append(f"{at}.url: must be an https:// URL (or left out to use the artifact store), got {url!r}")
+    return problems
+
+
 def _entry_problems(product: str, version: str, entry, versions: dict) -> list[str]:
     where = _where(product, version)
     if not isinstance(entry, dict):
@@ -224,22 +263,7 @@ def _entry_problems(product: str, version: str, entry, versions: dict) -> list[s
                         f"not {version}; fix the package version or the catalogue key"
                     )
     if method == "artifact" and "artifacts" in entry:
-        artifacts = entry["artifacts"]
-        if not isinstance(artifacts, list) or not artifacts:
-            problems.append(
-                f"{where}.artifacts: must be a non-empty list of {{name, url, sha256}}, got {_type_name(artifacts)}"
-            )
-        else:
-            for i, art in enumerate(artifacts):
-                if not isinstance(art, dict):
-                    problems.append(f"{where}.artifacts[{i}]: must be a mapping with name, url and sha256")
-                    continue
-                for key in ("name", "url", "sha256"):
-                    if not isinstance(art.get(key), str) or not art.get(key):
-                        problems.append(f"{where}.artifacts[{i}].{key}: missing or not a string")
-                sha = art.get("sha256")
-                if isinstance(sha, str) and sha and not _SHA256.match(sha):
-                    problems.append(f"{where}.artifacts[{i}].sha256: must be 64 lower-case hex digits")
+        problems += artifact_problems(entry["artifacts"], where)
     if method == "windows_installer" and "installer" in entry:
         inst = entry["installer"]
         if not isinstance(inst, dict):

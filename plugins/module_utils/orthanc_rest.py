@@ -43,28 +43,28 @@ class OrthancError(Exception):
     pass
 
 
-def normalise_url(url):
-    """Validate the base URL; return it without a trailing slash. Raises OrthancError."""
+def normalise_url(url, option="url"):
+    """Validate the base URL; return it without a trailing slash. Raises OrthancError naming `option`."""
     if not isinstance(url, str) or not url.strip():
-        raise OrthancError("url must be the Orthanc base URL, for example http://pacs1:8042")
+        raise OrthancError(f"{option} must be the Orthanc base URL, for example http://pacs1:8042")
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise OrthancError(f"url {url!r} is not a valid URL: {exc}") from None
+        raise OrthancError(f"{option} {url!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
-        raise OrthancError(f"url must start with http:// or https://, got {url!r}")
+        raise OrthancError(f"{option} must start with http:// or https://, got {url!r}")
     if not parts.hostname:
-        raise OrthancError(f"url {url!r} has no host name")
+        raise OrthancError(f"{option} {url!r} has no host name")
     host_error = host_name_error(parts.hostname)
     if host_error:
-        raise OrthancError(f"url {url!r}: {host_error}")
+        raise OrthancError(f"{option} {url!r}: {host_error}")
     if parts.username or parts.password:
-        raise OrthancError("put credentials in username and password, not in url")
+        raise OrthancError(f"put credentials in the user and password options, not in {option}")
     if parts.query or parts.fragment:
-        raise OrthancError(f"url must be the API base URL without query or fragment, got {url!r}")
+        raise OrthancError(f"{option} must be the API base URL without query or fragment, got {url!r}")
     if port is not None and not 1 <= port <= 65535:
-        raise OrthancError("url port must be 1 to 65535")
+        raise OrthancError(f"{option} port must be 1 to 65535")
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 

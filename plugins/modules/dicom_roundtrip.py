@@ -457,9 +457,9 @@ def validate_roundtrip_params(params):
         raise DicomValidationError("size_px must be between 1 and 512")
     if params["orthanc_url"] is not None:
         try:
-            normalise_url(params["orthanc_url"])
+            normalise_url(params["orthanc_url"], "orthanc_url")
         except OrthancError as exc:
-            raise DicomValidationError(f"orthanc_{exc}") from None
+            raise DicomValidationError(str(exc)) from None
     if params["orthanc_password"] and not params["orthanc_user"]:
         raise DicomValidationError("orthanc_password is set but orthanc_user is not")
     ca_error = ca_path_error(params["orthanc_ca_path"], "orthanc_ca_path")

@@ -104,6 +104,17 @@ _INVENTORY_VARIABLES = {
     "worklist_echo": {**_PACS_DICOM_VARIABLES, "called_ae": "ris_server_aetitle", "port": "endpoint_worklist_port"},
     "order_in_worklist": {**_PACS_DICOM_VARIABLES, "called_ae": "ris_server_aetitle",
                           "port": "endpoint_worklist_port"},
+    "workflow": {
+        "hl7_host": "endpoint_host (the RIS)", "hl7_port": "endpoint_hl7_port (the RIS)",
+        "worklist_port": "endpoint_worklist_port (the RIS)", "worklist_ae": "ris_server_aetitle",
+        "calling_ae": "verify_calling_aet", "station_aetitle": "verify_calling_aet",
+        **{f"pacs_{k}": f"{v} (the PACS)" for k, v in _PACS_DICOM_VARIABLES.items() if k not in ("called_ae",
+                                                                                               "calling_ae")},
+        "pacs_ae": "pacs_server_dicom_aet (the PACS)",
+        "pacs_url": "endpoint_rest_url (the PACS)", "pacs_user": "pacs_server_rest_user",
+        "pacs_password": "pacs_server_rest_password", "pacs_ca_path": "endpoint_rest_ca_path (the PACS)",
+        "pacs_validate_certs": "endpoint_rest_validate_certs (the PACS)",
+    },
     "hl7_order_ack": {"host": "endpoint_host", "port": "endpoint_hl7_port", "timeout": "endpoint_timeout"},
     "hl7_cancel_ack": {"host": "endpoint_host", "port": "endpoint_hl7_port", "timeout": "endpoint_timeout"},
 }

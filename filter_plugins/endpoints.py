@@ -130,6 +130,40 @@ def dicom_tls_args(tls) -> dict:
     return out
 
 
+def workflow_args(ris_endpoint, pacs_endpoint) -> dict:
+    """radiology_workflow's arguments: the RIS of one endpoint feeding the PACS of another.
+
+    The order goes to the RIS's HL7 port, the simulated modality takes it from the RIS's worklist
+    and stores into the PACS (with the PACS's DICOM TLS), whose REST API removes it again.
+    """
+    ris, pacs = ris_endpoint["args"], pacs_endpoint["args"]
+    dicom, rest = pacs["pacs_dicom"], pacs["pacs_rest"]
+    args = {
+        "hl7_host": ris["hl7"]["host"],
+        "hl7_port": ris["hl7"]["port"],
+        "worklist_host": ris["worklist"]["host"],
+        "worklist_port": ris["worklist"]["port"],
+        "worklist_ae": ris["worklist"]["called_ae"],
+        "calling_ae": ris["worklist"]["calling_ae"],
+        "station_aetitle": ris["worklist"]["calling_ae"],
+        "timeout": ris_endpoint["timeout"],
+        "pacs_host": dicom["host"],
+        "pacs_port": dicom["port"],
+        "pacs_ae": dicom["called_ae"],
+        "pacs_url": rest["url"],
+        "pacs_user": rest["username"],
+        "pacs_password": rest["password"],
+        "pacs_validate_certs": rest["validate_certs"],
+    }
+    if rest.get("ca_path"):
+        args["pacs_ca_path"] = rest["ca_path"]
+    for key, value in dicom.items():
+        if key.startswith("tls"):
+            args[f"pacs_{key}"] = value
+    return args
+
+
 class FilterModule:
     def filters(self):
-        return {"clinical_endpoint": clinical_endpoint, "dicom_tls_args": dicom_tls_args}
+        return {"clinical_endpoint": clinical_endpoint, "dicom_tls_args": dicom_tls_args,
+                "workflow_args": workflow_args}

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
 
-from endpoints import FilterModule, clinical_endpoint, dicom_tls_args  # noqa: E402
+from endpoints import FilterModule, clinical_endpoint, dicom_tls_args, workflow_args  # noqa: E402
 
 
 def test_defaults_follow_the_documented_contract():
@@ -99,6 +99,12 @@ def test_the_module_arguments_are_options_the_modules_accept():
                            "p")
     assert ep["args"]["pacs_rest"]["ca_path"] == ep["args"]["pacs_roundtrip"]["orthanc_ca_path"] == "/site-ca"
     assert ep["args"]["pacs_dicom"]["tls_client_key_passphrase"] == "pw"
+    wf = workflow_args(clinical_endpoint({"endpoint_host": "10.0.0.2", "endpoint_hl7_port": 2575,
+                                          "endpoint_worklist_port": 104, "ris_server_aetitle": "RISWL"}, "ris"), ep)
+    assert not set(wf) - options("radiology_workflow"), set(wf) - options("radiology_workflow")
+    assert wf["hl7_host"] == wf["worklist_host"] == "10.0.0.2" and wf["worklist_ae"] == "RISWL"
+    assert wf["pacs_host"] == "p" and wf["pacs_tls"] is True and wf["pacs_tls_ca_cert"] == "/ca"
+    assert wf["pacs_ca_path"] == "/site-ca" and wf["station_aetitle"] == wf["calling_ae"] == "CUVERIFY"
     for module, key in [("pacs_archive", "pacs_rest"), ("dicom_echo", "pacs_dicom"), ("dicom_query", "pacs_dicom"),
                         ("dicom_roundtrip", "pacs_roundtrip"), ("pacs_info", "pacs_rest"),
                         ("dicom_echo", "worklist"), ("hl7_check", "hl7")]:

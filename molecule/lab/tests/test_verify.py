@@ -5,7 +5,8 @@ import re
 
 EXPECTED = {
     "mol-pacs1": {"dicom_echo", "pacs_info", "dicom_query_studies", "dicom_roundtrip"},
-    "mol-ris1": {"worklist_echo", "hl7_order_ack", "order_in_worklist", "hl7_cancel_ack", "cancelled_order_gone"},
+    "mol-ris1": {"worklist_echo", "hl7_order_ack", "order_in_worklist", "hl7_cancel_ack", "cancelled_order_gone",
+                 "workflow"},
     "mol-ws1": {"viewer_installed"},
     "mol-ws2": {"viewer_installed"},
 }
@@ -36,6 +37,17 @@ def test_pacs_reports_seeded_content_and_version(verify_result):
     assert pacs["dicom_query_studies"]["details"]["count"] == 20
     assert pacs["dicom_roundtrip"]["details"]["match"] is True
     assert pacs["dicom_roundtrip"]["details"]["deleted"] is True
+
+
+def test_the_workflow_crossed_ris_and_pacs(verify_result):
+    """The RIS's order reached the PACS as a study with the worklist's identity, and left nothing behind."""
+    ris = {c["check"]: c for c in verify_result["checks"] if c["host"] == "mol-ris1"}
+    details = ris["workflow"]["details"]
+    assert details["matched"] is True and details["deleted"] is True and details["cancelled"] is True
+    assert {name: step["status"] for name, step in details["steps"].items() if step["status"] != "skipped"} == {
+        "order": "ok", "worklist": "ok", "store": "ok", "pacs_find": "ok", "cleanup_study": "ok", "cancel": "ok",
+        "worklist_gone": "ok",
+    }
 
 
 def test_result_carries_no_patient_names_or_ids(verify_result):

@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 DEB_PACKAGES := podman runc debootstrap uidmap slirp4netns dcmtk orthanc lvm2 python3-venv openssl make nginx-light
 
-.PHONY: help deps venv images lab-up lab-down verify upgrade demo lint unit integration molecule test clean
+.PHONY: help deps venv images artifacts lab-up lab-down verify upgrade demo lint unit integration molecule test clean
 
 help:
 	@echo "make demo      install what is missing, bring the lab up, upgrade its PACS, verify"
@@ -45,7 +45,11 @@ images: deps
 	lab/build-image.sh debian12
 	lab/build-image.sh debian13
 
-lab-up: deps venv
+# The lab's release archives (the cu-ris RIS), built reproducibly: the lab catalogue pins their sha256.
+artifacts: venv
+	$(PY) tools/build_ris_release.py --all lab/artifacts >/dev/null
+
+lab-up: deps venv artifacts
 	$(BIN)/ansible-playbook playbooks/lab.yml
 
 lab-down: venv
@@ -83,7 +87,7 @@ integration: deps venv images
 # each lane, every scenario in exactly one (tools/molecule_lanes.sh refuses otherwise). The PACS
 # scenarios of lane 1 use the host mol-upgrade-pacs, those of lane 2 mol-pacs2.
 MOLECULE_LANES := "pacs_upgrade pacs_rollback" "lab pacs_resume pacs_precheck_refusal"
-molecule: deps venv images
+molecule: deps venv images artifacts
 	tools/molecule_lanes.sh $(MOLECULE_LANES)
 
 test: lint unit integration molecule

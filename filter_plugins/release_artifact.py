@@ -115,23 +115,31 @@ def archive_problems(path, version=None) -> list[str]:  # noqa: PLR0912 - one ch
     return problems
 
 
-def artifact_commands(catalogue, product, version, install_dir, previous_version=None) -> list[dict]:
-    """[{phase, key, command}] in the switch's order: pre_commands, migration_command, post_commands."""
+def artifact_commands(catalogue, product, version, install_dir, previous_version=None, placeholders=None) -> list[dict]:
+    """[{phase, key, command}] in the switch's order: pre_commands, migration_command, post_commands.
+
+    ``placeholders`` adds the product's own ({db}, {user}...), given by its role.
+    """
     where, entry = _entry(catalogue, product, version)
+    extra = dict(placeholders or {})
+    for name in extra:
+        if not isinstance(name, str) or not name.isidentifier() or name in PLACEHOLDERS:
+            raise AnsibleFilterError(f"release_artifact_placeholders: {name!r} is not a usable placeholder name")
     values = {
         "release_dir": f"{install_dir}/releases/{version}",
         "install_dir": install_dir,
         "version": str(version),
         "previous_dir": f"{install_dir}/releases/{previous_version}" if previous_version else "",
         "previous_version": str(previous_version or ""),
+        **{name: str(value) for name, value in extra.items()},
     }
 
     def command(phase, key, text):
         if not isinstance(text, str) or not text.strip():
             raise AnsibleFilterError(f"{where}.{key}: must be a non-empty command string")
         out = text
-        for name in PLACEHOLDERS:
-            out = out.replace("{" + name + "}", values[name])
+        for name, value in values.items():
+            out = out.replace("{" + name + "}", value)
         # A first install has no previous release: a command about it (a backup of its data) is skipped.
         skip = "{previous_" in text and not previous_version
         return {"phase": phase, "key": key, "where": f"{where}.{key}", "command": out, "skip": skip}

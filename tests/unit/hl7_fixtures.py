@@ -32,7 +32,7 @@ import pytest
 from support import free_port, run_module  # noqa: F401 - shared with the DICOM tests, re-exported
 
 ROOT = Path(__file__).resolve().parents[2]
-LISTENER = ROOT / "roles" / "ris_server" / "files" / "ris_mllp_listener.py"
+RELEASE_VERSION = "1.1"  # the cu-ris release the listener fixtures run (products/cu_ris)
 MODULE_UTILS = ROOT / "plugins" / "module_utils"
 MODULES = ROOT / "plugins" / "modules"
 DUMP2DCM = shutil.which("dump2dcm", path="/usr/bin:/usr/local/bin") or "/usr/bin/dump2dcm"
@@ -68,18 +68,44 @@ def hl7_client():
 # --------------------------------------------------------------------------
 
 
+_RELEASES: dict[str, Path] = {}
+
+
+def release_root(version=RELEASE_VERSION) -> Path:
+    """A cu-ris release built by tools/build_ris_release.py and unpacked, once per test process."""
+    if version not in _RELEASES:
+        import tarfile
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="cu-ris-release-"))
+        subprocess.run([sys.executable, str(ROOT / "tools" / "build_ris_release.py"), version, str(out)],
+                       check=True, capture_output=True, timeout=120)
+        with tarfile.open(out / f"cu-ris-{version}.tar.gz") as tar:
+            tar.extractall(out, filter="data")
+        _RELEASES[version] = out / f"cu-ris-{version}"
+    return _RELEASES[version]
+
+
 class ListenerProcess:
-    def __init__(self, workdir, aetitle="RIS1", extra_args=()):
+    """The cu-ris release's ris-listener (the lab RIS's HL7 interface) with a fresh order database."""
+
+    def __init__(self, workdir, aetitle="RIS1", extra_args=(), version=RELEASE_VERSION):
         self.base = Path(workdir) / "worklist"
         self.aetitle = aetitle
         self.dir = self.base / aetitle
         self.dir.mkdir(parents=True)
+        self.db = Path(workdir) / "orders.sqlite"
+        release = release_root(version)
+        subprocess.run([sys.executable, str(release / "bin" / "ris-migrate"), "--db", str(self.db)],
+                       check=True, capture_output=True, timeout=60)
         self.log = Path(workdir) / "listener.log"
         self._logfh = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(LISTENER),
+                str(release / "bin" / "ris-listener"),
+                "--db",
+                str(self.db),
                 "--host",
                 "127.0.0.1",
                 "--port",

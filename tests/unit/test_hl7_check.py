@@ -40,7 +40,7 @@ def test_order_accepted_by_listener(mllp_listener):
     assert res["sent"] is True
     assert res["ack_code"] == "AA"
     assert res["accepted"] is True
-    assert res["ack_text"] == "order NW: worklist entry scheduled"
+    assert res["ack_text"] == "order NW: stored, worklist entry scheduled"
     assert res["control_id"] == "CHECK1"
     assert res["ack_control_id"] == "CHECK1"
     assert res["ack_message_type"] == "ACK^O01^ACK"

@@ -150,7 +150,7 @@ def test_workflow_passes_and_leaves_nothing_behind(ris, orthanc):
     assert studies_by_uid(orthanc, result["study_instance_uid"]) == []
     # the order was scheduled, then removed
     log = ris.listener.log_text()
-    assert "ORM NW" in log and "worklist entry written" in log and "worklist entry removed" in log
+    assert "ORM NW" in log and "worklist entry scheduled" in log and "worklist entry removed" in log
     assert ris.wl_files() == []
 
 
@@ -445,3 +445,36 @@ def test_fuzz_arguments_never_end_in_a_traceback(hl7_host, worklist_host, pacs_h
     assert result["msg"] and "Traceback" not in result["msg"]
     if "accession_number must be" in result["msg"]:
         assert accession not in result["msg"]
+
+
+def test_verify_playbook_runs_the_workflow_check(ris, orthanc, tmp_path):
+    """playbooks/verify.yml on a RIS host and the PACS it feeds: the `workflow` check, from the inventory."""
+    import os
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+             "endpoint_host": LOOPBACK, "verify_calling_aet": orthanc.scu_ae}
+    inventory = {"all": {"vars": {"clinical_upgrade_evidence_dir": str(tmp_path / "evidence")}, "children": {
+        "pacs": {"hosts": {"wfpacs": {**local, "endpoint_dicom_port": orthanc.dicom_port,
+                                      "pacs_server_dicom_aet": orthanc.aet, "endpoint_rest_url": orthanc.url,
+                                      "pacs_server_rest_user": orthanc.user,
+                                      "pacs_server_rest_password": orthanc.password}}},
+        "ris": {"hosts": {"wfris": {**local, "endpoint_hl7_port": ris.listener.port,
+                                    "endpoint_worklist_port": ris.worklist_port, "ris_server_aetitle": ris.ae}}},
+    }}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    before = counts(orthanc)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(repo / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
+         str(repo / "playbooks" / "verify.yml"), "--limit", "wfris"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    report = json.loads((tmp_path / "evidence" / "verify-latest.json").read_text())
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["workflow"]["status"] == "passed", checks["workflow"]["message"]
+    assert checks["workflow"]["details"]["matched"] is True
+    assert {c["status"] for c in checks.values()} == {"passed"}
+    assert counts(orthanc) == before and ris.wl_files() == []

@@ -107,3 +107,12 @@ def test_commands_must_be_strings():
     bad["p"]["1.0"]["post_commands"] = [""]
     with pytest.raises(AnsibleFilterError, match=r"post_commands\[0\]: must be a non-empty command string"):
         artifact_commands(bad, "p", "1.0", "/opt/p", "0.9")
+
+
+def test_the_products_own_placeholders():
+    entry = catalogue()
+    entry["p"]["1.0"]["migration_command"] = "runuser -u {user} -- bin/migrate --db {db} --from {previous_version}"
+    cmds = artifact_commands(entry, "p", "1.0", "/opt/p", "0.9", {"db": "/var/lib/p/p.db", "user": "p"})
+    assert cmds[2]["command"] == "runuser -u p -- bin/migrate --db /var/lib/p/p.db --from 0.9"
+    with pytest.raises(AnsibleFilterError, match="not a usable placeholder name"):
+        artifact_commands(entry, "p", "1.0", "/opt/p", "0.9", {"version": "x"})

@@ -800,3 +800,19 @@ def test_frame_size_and_connection_limits(releases, tmp_path):
             for sock in held:
                 sock.close()
     assert [o["accession"] for o in orders(r11, db, "list")] == ["HOLD0", "HOLD1", "HOLD9"]
+
+
+def test_the_lab_catalogue_pins_these_builds(tmp_path):
+    """A change to products/cu_ris changes the archives: the lab catalogue's sha256 must follow, or the
+    artifact method refuses the release (as it must refuse any archive it was not told about)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    catalogue = yaml.safe_load((root / "inventories" / "lab" / "group_vars" / "all" / "catalogue.yml").read_text())
+    built = json.loads(subprocess.run([sys.executable, str(root / "tools" / "build_ris_release.py"), "--all",
+                                       str(tmp_path)], capture_output=True, text=True, check=True).stdout)
+    for item in built:
+        entry = catalogue["release_catalogue"]["cu-ris"][item["version"]]
+        assert entry["artifacts"][0] == {"name": Path(item["file"]).name, "sha256": item["sha256"]}, (
+            f"rebuild changed cu-ris {item['version']}: put sha256 {item['sha256']} in the lab catalogue"
+        )

@@ -200,7 +200,7 @@ def test_schema_errors_are_named():
         "1.10.1; a downgrade is not an upgrade path"
     ]
     assert catalogue_problems(LAB_CATALOGUE, "dcm4chee") == [
-        "release_catalogue has no product 'dcm4chee' (known: orthanc); add it (see docs/catalogue.md)"
+        "release_catalogue has no product 'dcm4chee' (known: cu-ris, orthanc); add it (see docs/catalogue.md)"
     ]
 
 

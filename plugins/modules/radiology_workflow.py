@@ -318,6 +318,7 @@ from ansible.module_utils.dicom_client import (
     DicomError,
     DicomValidationError,
     build_client,
+    dicom_argument_spec,
     fail_if_missing_libraries,
     identifier_to_dict,
     validate_ae_title,
@@ -344,6 +345,8 @@ except ImportError:  # handled by fail_if_missing_libraries
 
 STEPS = ("echo", "order", "worklist", "store", "pacs_find", "cleanup_study", "cancel", "worklist_gone")
 WORKFLOW_STEPS = ("order", "worklist", "store", "pacs_find")
+#: dicom_argument_spec's TLS options: the PACS side takes them as pacs_<name>.
+PACS_TLS_OPTIONS = tuple(name for name in dicom_argument_spec() if name.startswith("tls"))
 POLL_SECONDS = 0.5
 ACCESSION_RE = re.compile(r"^[A-Za-z0-9._\-]{1,16}$")
 REST_OPTION_NAMES = {"url": "pacs_url", "username": "pacs_user", "password": "pacs_password",
@@ -425,12 +428,7 @@ def pacs_connection(params):
         "called_ae": params["pacs_ae"],
         "calling_ae": params["calling_ae"],
         "timeout": params["timeout"],
-        "tls": params["pacs_tls"],
-        "tls_ca_cert": params["pacs_tls_ca_cert"],
-        "tls_client_cert": params["pacs_tls_client_cert"],
-        "tls_client_key": params["pacs_tls_client_key"],
-        "tls_client_key_passphrase": params["pacs_tls_client_key_passphrase"],
-        "tls_check_hostname": params["pacs_tls_check_hostname"],
+        **{name: params[f"pacs_{name}"] for name in PACS_TLS_OPTIONS},
     }
 
 
@@ -888,12 +886,8 @@ def main():
         pacs_host=dict(type="str", required=True),
         pacs_port=dict(type=whole_number, default=4242),
         pacs_ae=dict(type="str", required=True),
-        pacs_tls=dict(type="bool", default=False),
-        pacs_tls_ca_cert=dict(type="path"),
-        pacs_tls_client_cert=dict(type="path"),
-        pacs_tls_client_key=dict(type="path"),
-        pacs_tls_client_key_passphrase=dict(type="str", no_log=True),
-        pacs_tls_check_hostname=dict(type="bool", default=True),
+        # dicom_echo's TLS options (dicom_argument_spec), named pacs_tls... here
+        **{f"pacs_{name}": spec for name, spec in dicom_argument_spec().items() if name in PACS_TLS_OPTIONS},
         pacs_url=dict(type="str"),
         pacs_user=dict(type="str"),
         pacs_password=dict(type="str", no_log=True),

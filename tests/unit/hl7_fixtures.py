@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -86,43 +87,38 @@ def release_root(version=RELEASE_VERSION) -> Path:
     return _RELEASES[version]
 
 
-class ListenerProcess:
-    """The cu-ris release's ris-listener (the lab RIS's HL7 interface) with a fresh order database."""
+class RisListener:
+    """A cu-ris release's bin/ris-listener on a free loopback port, with the given database and
+    worklist directory; stop() it (a finally block or a fixture)."""
 
-    def __init__(self, workdir, aetitle="RIS1", extra_args=(), version=RELEASE_VERSION):
-        self.base = Path(workdir) / "worklist"
-        self.aetitle = aetitle
-        self.dir = self.base / aetitle
-        self.dir.mkdir(parents=True)
-        self.db = Path(workdir) / "orders.sqlite"
-        release = release_root(version)
-        subprocess.run([sys.executable, str(release / "bin" / "ris-migrate"), "--db", str(self.db)],
-                       check=True, capture_output=True, timeout=60)
-        self.log = Path(workdir) / "listener.log"
+    def __init__(self, root, db, worklist, *extra, dump2dcm=DUMP2DCM, log=None):
+        self.worklist = Path(worklist)
+        self.log = Path(log) if log else Path(str(worklist) + f"-listener-{time.monotonic_ns()}.log")
         self._logfh = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(release / "bin" / "ris-listener"),
+                str(Path(root) / "bin" / "ris-listener"),
                 "--db",
-                str(self.db),
+                str(db),
+                "--worklist-dir",
+                str(worklist),
+                "--dump2dcm",
+                str(dump2dcm),
                 "--host",
                 "127.0.0.1",
                 "--port",
                 "0",
-                "--worklist-dir",
-                str(self.dir),
-                "--dump2dcm",
-                DUMP2DCM,
                 "--idle-timeout",
                 "5",
-                *extra_args,
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=self._logfh,
             text=True,
         )
-        line = self.proc.stdout.readline()
+        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
+        line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("READY"):
             self.stop()
             raise RuntimeError(f"listener did not start: {line!r}\n{self.log.read_text()}")
@@ -144,6 +140,22 @@ class ListenerProcess:
         if self.proc.stdout:
             self.proc.stdout.close()
         self._logfh.close()
+
+
+class ListenerProcess(RisListener):
+    """The lab RIS's HL7 interface (the cu-ris release RELEASE_VERSION) with a fresh order database
+    and worklist directory under ``workdir``."""
+
+    def __init__(self, workdir, aetitle="RIS1", extra_args=(), version=RELEASE_VERSION):
+        self.base = Path(workdir) / "worklist"
+        self.aetitle = aetitle
+        self.dir = self.base / aetitle
+        self.dir.mkdir(parents=True)
+        self.db = Path(workdir) / "orders.sqlite"
+        release = release_root(version)
+        subprocess.run([sys.executable, str(release / "bin" / "ris-migrate"), "--db", str(self.db)],
+                       check=True, capture_output=True, timeout=60)
+        super().__init__(release, self.db, self.dir, *extra_args, log=Path(workdir) / "listener.log")
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ import datetime
 import hashlib
 import json
 import os
-import select
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -29,6 +27,7 @@ from pathlib import Path
 import hl7
 import pydicom
 import pytest
+from hl7_fixtures import RisListener as Listener
 from support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,59 +118,6 @@ def user_version(db):
 
 
 # ------------------------------------------------------------------ the listener as a process
-
-
-class Listener:
-    """A release's bin/ris-listener on a free loopback port; stop() in a finally block."""
-
-    def __init__(self, root, db, worklist, *extra, dump2dcm=DUMP2DCM):
-        self.worklist = Path(worklist)
-        self.log = Path(str(worklist) + f"-listener-{time.monotonic_ns()}.log")
-        self._logfh = open(self.log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(root / "bin" / "ris-listener"),
-                "--db",
-                str(db),
-                "--worklist-dir",
-                str(worklist),
-                "--dump2dcm",
-                dump2dcm,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--idle-timeout",
-                "5",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self._logfh,
-            text=True,
-        )
-        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("READY"):
-            self.stop()
-            raise RuntimeError(f"listener did not start: {line!r}\n{self.log.read_text()}")
-        _, self.host, port = line.split()
-        self.port = int(port)
-
-    def log_text(self):
-        self._logfh.flush()
-        return self.log.read_text()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self._logfh.close()
 
 
 @contextlib.contextmanager

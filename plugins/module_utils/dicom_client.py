@@ -291,9 +291,9 @@ def validate_host(value, option: str = "host") -> str:
         raise DicomValidationError(
             f"{option} must be a bare host name or IP address (no spaces, no scheme, no path), got {value!r}"
         )
-    error = host_name_error(value)
+    error = host_name_error(value, option)
     if error:
-        raise DicomValidationError(error if option == "host" else error.replace("host ", f"{option} ", 1))
+        raise DicomValidationError(error)
     return value
 
 

@@ -3,7 +3,7 @@
 # Apache License 2.0
 """Network checks shared by the DICOM, HL7 and REST clients (dicom_client, hl7_client, orthanc_rest).
 
-* ``host_name_error(host)`` -- why a host name or IP address cannot be used, checked before any
+* ``host_name_error(host, option)`` -- why a host name or IP address cannot be used, checked before any
   traffic (the resolver would otherwise raise UnicodeError "label too long" from deep inside the
   socket module).
 * ``peer_speaks_tls(host, port)`` -- whether a peer answers a TLS ClientHello with a TLS record, to
@@ -29,49 +29,56 @@ def shown(value, limit=60):
     return text + ("..." if isinstance(value, str) and len(value) > limit else "")
 
 
-def host_name_error(host):  # noqa: PLR0911 - one return per kind of mistake, each with its fix
-    """Why ``host`` is not an IP address or a host name of RFC 1123 labels, else None."""
+def host_name_error(host, option="host"):  # noqa: PLR0911 - one return per kind of mistake, each with its fix
+    """Why ``host`` is not an IP address or a host name of RFC 1123 labels, else None (naming ``option``)."""
     if not isinstance(host, str) or not host.strip():
-        return "host must be a non-empty host name or IP address"
+        return f"{option} must be a non-empty host name or IP address"
     text = shown(host)
     if "://" in host or "/" in host:
         return (
-            f"host {text} is not a valid host name or IP address: give the host only, not a URL "
+            f"{option} {text} is not a valid host name or IP address: give the host only, not a URL "
             "(no scheme, no slashes; the port goes in port)"
         )
     if any(c.isspace() or not c.isprintable() for c in host):
-        return f"host {text} is not a valid host name or IP address (no spaces or control characters)"
+        return f"{option} {text} is not a valid host name or IP address (no spaces or control characters)"
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(host)
         return None
     if host.startswith("[") or ":" in host:
         if re.match(r"^[^:\[\]]+:\d+$", host):
-            return f"host {text} carries a port: give the host name in host and the port in port"
-        return f"host {text} is not a valid IP address (an IPv6 address goes without brackets and without a port)"
+            return f"{option} {text} carries a port: give the host name in host and the port in port"
+        return (
+            f"{option} {text} is not a valid IP address (an IPv6 address goes without brackets and without a port)"
+        )
     name = host[:-1] if host.endswith(".") else host
     if not name.isascii():
         try:
             name = name.encode("idna").decode("ascii")
         except UnicodeError:
             return (
-                f"host {text} is not a valid internationalised host name; give its ASCII form (xn--...) "
+                f"{option} {text} is not a valid internationalised host name; give its ASCII form (xn--...) "
                 "or the IP address"
             )
     if len(name) > 253:
-        return f"host {text} is not a valid host name: {len(name)} characters, at most 253"
+        return f"{option} {text} is not a valid host name: {len(name)} characters, at most 253"
     labels = name.split(".")
     for label in labels:
         if not label:
-            return f"host {text} is not a valid host name: it has an empty part (a leading dot or two dots in a row)"
+            return (
+                f"{option} {text} is not a valid host name: it has an empty part (a leading dot or two dots in a row)"
+            )
         if len(label) > 63:
-            return f"host {text} is not a valid host name: a part between dots has {len(label)} characters, at most 63"
+            return (
+                f"{option} {text} is not a valid host name: a part between dots has {len(label)} characters, "
+                "at most 63"
+            )
         if not _HOST_LABEL_RE.match(label):
             return (
-                f"host {text} is not a valid host name: each part between dots is letters, digits, '-' or '_', "
+                f"{option} {text} is not a valid host name: each part between dots is letters, digits, '-' or '_', "
                 "and does not start or end with '-'"
             )
     if all(label.isdigit() for label in labels):
-        return f"host {text} is not a valid IPv4 address (four numbers 0 to 255)"
+        return f"{option} {text} is not a valid IPv4 address (four numbers 0 to 255)"
     return None
 
 

@@ -38,8 +38,19 @@ CONTROLLER_FILE_VARIABLES = (
     "endpoint_dicom_tls_client_key",
     "endpoint_rest_ca_path",
 )
-BOOL_VARIABLES = ("pacs_server_allow_downgrade", "endpoint_dicom_tls", "endpoint_rest_validate_certs")
-VERSION_VARIABLES = ("pacs_server_target_version", "pacs_server_installed_version")
+BOOL_VARIABLES = ("pacs_server_allow_downgrade", "ris_server_allow_downgrade", "endpoint_dicom_tls",
+                  "endpoint_rest_validate_certs")
+VERSION_VARIABLES = ("pacs_server_target_version", "pacs_server_installed_version", "ris_server_target_version",
+                     "ris_server_version")
+# Per group: the product of its hosts (variable, default) and its upgrade variables. A RIS target is
+# optional (a site may upgrade only its PACS); when set, it is checked like the PACS's.
+PRODUCTS = {
+    "pacs": {"product": ("pacs_server_product", "orthanc"), "target": "pacs_server_target_version",
+             "allow_downgrade": "pacs_server_allow_downgrade", "installed": ("pacs_server_installed_version",
+                                                                             "pacs_server_package_version")},
+    "ris": {"product": ("ris_server_product", "cu-ris"), "target": "ris_server_target_version",
+            "allow_downgrade": "ris_server_allow_downgrade", "installed": ()},
+}
 
 
 def _type(value) -> str:
@@ -65,9 +76,10 @@ def _hosts(groups, group):
     return sorted(groups.get(group) or []) if isinstance(groups, dict) else []
 
 
-def _product(hostvars, host):
-    value, _ = _get(hostvars, host, "pacs_server_product")
-    return value if isinstance(value, str) and value else "orthanc"
+def _product(hostvars, host, group="pacs"):
+    name, default = PRODUCTS[group]["product"]
+    value, _ = _get(hostvars, host, name)
+    return value if isinstance(value, str) and value else default
 
 
 def _required(hostvars, groups):
@@ -158,53 +170,63 @@ def _ae_titles(hostvars, groups):
 
 def _catalogue(hostvars, groups):
     by_message: dict[str, list[str]] = {}
-    for host in _hosts(groups, "pacs"):
-        catalogue, error = _get(hostvars, host, "release_catalogue")
-        if error:
-            messages = [f"release_catalogue cannot be read ({error})"]
-        else:
-            messages = catalogue_problems(None if catalogue is _UNSET else catalogue, _product(hostvars, host))
-        for message in messages:
-            by_message.setdefault(message, []).append(host)
+    for group in PRODUCTS:
+        for host in _hosts(groups, group):
+            if group != "pacs" and _get(hostvars, host, PRODUCTS[group]["target"])[0] in (_UNSET, None, ""):
+                continue  # no upgrade of this product planned on the host
+            catalogue, error = _get(hostvars, host, "release_catalogue")
+            if error:
+                messages = [f"release_catalogue cannot be read ({error})"]
+            else:
+                messages = catalogue_problems(None if catalogue is _UNSET else catalogue,
+                                              _product(hostvars, host, group))
+            for message in messages:
+                by_message.setdefault(message, []).append(host)
     return [f"{', '.join(hosts)}: {message}" for message, hosts in by_message.items()]
+
+
+def _installed(hostvars, host, names):
+    for name in names:
+        value, _ = _get(hostvars, host, name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _targets(hostvars, groups):
     problems = []
-    for host in _hosts(groups, "pacs"):
-        catalogue, _ = _get(hostvars, host, "release_catalogue")
-        target, _ = _get(hostvars, host, "pacs_server_target_version")
-        if not isinstance(catalogue, dict) or not isinstance(target, str) or not target:
-            continue  # reported by the catalogue, required and types checks
-        product = _product(hostvars, host)
-        versions = catalogue.get(product)
-        if not isinstance(versions, dict):
-            continue
-        allow, _ = _get(hostvars, host, "pacs_server_allow_downgrade")
-        installed, _ = _get(hostvars, host, "pacs_server_installed_version")
-        if not isinstance(installed, str) or not installed:
-            pinned, _ = _get(hostvars, host, "pacs_server_package_version")
-            installed = pinned if isinstance(pinned, str) and pinned else ""
-        if target not in versions:
-            known = ", ".join(sorted(map(str, versions)))
-            problems.append(
-                f"{host}: pacs_server_target_version {target} is not in release_catalogue.{product} (known: {known}); "
-                f"choose a catalogued version or add {target} to the catalogue (docs/catalogue.md)"
-            )
-            continue
-        if not installed:
-            continue
-        try:
-            current = upstream_version(installed)
-            compare_debian(current, target)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(
-                f"{host}: the installed version declared in the inventory ({installed!r}) is not a version: {exc}"
-            )
-            continue
-        error = upgrade_path_error(catalogue, product, current, target, allow is True)
-        if error:
-            problems.append(f"{host}: {error}")
+    for group, spec in PRODUCTS.items():
+        for host in _hosts(groups, group):
+            catalogue, _ = _get(hostvars, host, "release_catalogue")
+            target, _ = _get(hostvars, host, spec["target"])
+            if not isinstance(catalogue, dict) or not isinstance(target, str) or not target:
+                continue  # reported by the catalogue, required and types checks
+            product = _product(hostvars, host, group)
+            versions = catalogue.get(product)
+            if not isinstance(versions, dict):
+                continue
+            allow, _ = _get(hostvars, host, spec["allow_downgrade"])
+            installed = _installed(hostvars, host, spec["installed"])
+            if target not in versions:
+                known = ", ".join(sorted(map(str, versions)))
+                problems.append(
+                    f"{host}: {spec['target']} {target} is not in release_catalogue.{product} (known: {known}); "
+                    f"choose a catalogued version or add {target} to the catalogue (docs/catalogue.md)"
+                )
+                continue
+            if not installed:
+                continue
+            try:
+                current = upstream_version(installed)
+                compare_debian(current, target)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(
+                    f"{host}: the installed version declared in the inventory ({installed!r}) is not a version: {exc}"
+                )
+                continue
+            error = upgrade_path_error(catalogue, product, current, target, allow is True)
+            if error:
+                problems.append(f"{host}: {error}")
     return problems
 
 

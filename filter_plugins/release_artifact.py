@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import shlex
 import sys
 import tarfile
 
@@ -116,7 +117,9 @@ def archive_problems(path, version=None) -> list[str]:  # noqa: PLR0912 - one ch
 
 
 def artifact_commands(catalogue, product, version, install_dir, previous_version=None, placeholders=None) -> list[dict]:
-    """[{phase, key, command}] in the switch's order: pre_commands, migration_command, post_commands.
+    """[{phase, key, where, command, argv, skip}] in the switch's order: pre_commands, migration_command,
+    post_commands. ``argv`` is the command split like a shell would (no shell runs it), each placeholder
+    filled into its argument.
 
     ``placeholders`` adds the product's own ({db}, {user}...), given by its role.
     """
@@ -134,15 +137,24 @@ def artifact_commands(catalogue, product, version, install_dir, previous_version
         **{name: str(value) for name, value in extra.items()},
     }
 
+    def fill(text):
+        for name, value in values.items():
+            text = text.replace("{" + name + "}", value)
+        return text
+
     def command(phase, key, text):
         if not isinstance(text, str) or not text.strip():
             raise AnsibleFilterError(f"{where}.{key}: must be a non-empty command string")
-        out = text
-        for name, value in values.items():
-            out = out.replace("{" + name + "}", value)
+        try:
+            # Split first, then fill: a placeholder's value is always one argument, whatever it holds.
+            argv = [fill(token) for token in shlex.split(text)]
+        except ValueError as exc:
+            raise AnsibleFilterError(f"{where}.{key}: cannot be split into arguments ({exc}); fix its quoting") \
+                from None
+        out = fill(text)
         # A first install has no previous release: a command about it (a backup of its data) is skipped.
         skip = "{previous_" in text and not previous_version
-        return {"phase": phase, "key": key, "where": f"{where}.{key}", "command": out, "skip": skip}
+        return {"phase": phase, "key": key, "where": f"{where}.{key}", "command": out, "argv": argv, "skip": skip}
 
     commands = [command("pre", f"pre_commands[{i}]", c) for i, c in enumerate(entry.get("pre_commands") or [])]
     if entry.get("database_migration") == "command":

@@ -300,7 +300,7 @@ def snapshot_podman_volumes(volumes, frozen) -> list[dict]:
         elif name in exports:
             e = exports[name]
             out.append({**volume, "method": "export", "export": e["dest"], "sha256": e.get("sha256", ""),
-                        "bytes": e.get("bytes", 0)})
+                        "bytes": e.get("bytes", 0), "root": e.get("root")})
     return out
 
 

@@ -55,7 +55,9 @@ def test_podman_create_change_revert_in_one_play(snaptest_container, run_playboo
 def test_podman_revert_across_runs_restores_volume_and_remove(snaptest_container, run_playbook):
     c = snaptest_container
     hv = host_vars(c)
-    pexec(c.name, "printf 'v1\\n' > /srv/vol/data.txt")
+    # The volume's own directory belongs to a service account (as /var/lib/ris does): its owner and mode
+    # are not in podman's export, and must come back with the revert.
+    pexec(c.name, "printf 'v1\\n' > /srv/vol/data.txt && chown 4321:4322 /srv/vol && chmod 0750 /srv/vol")
     proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"snapshot s1: podman commit of {c.name}: finished after" in proc.stdout
@@ -67,6 +69,7 @@ def test_podman_revert_across_runs_restores_volume_and_remove(snaptest_container
     proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "revert", "snapshot_id": "s1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert pexec(c.name, "cat /srv/vol/data.txt").stdout == "v1\n"
+    assert pexec(c.name, "stat -c '%u:%g %a' /srv/vol").stdout == "4321:4322 750\n"
     assert pexec(c.name, "test -e /srv/vol/extra.txt", check=False).returncode == 1
     assert pexec(c.name, "test -e /root/marker", check=False).returncode == 1
 
@@ -119,7 +122,9 @@ def test_podman_list_revert_and_remove_from_the_hosts_copy_without_the_controlle
     c = snaptest_container
     hv = host_vars(c, snapshot_podman_export_dir=str(tmp_path / "exports"))
     record_on_host = "/var/lib/clinical-upgrade/snapshots/s1.json"
-    pexec(c.name, "printf 'v1\\n' > /srv/vol/data.txt")
+    # The volume's own directory belongs to a service account (as /var/lib/ris does): its owner and mode
+    # are not in podman's export, and must come back with the revert.
+    pexec(c.name, "printf 'v1\\n' > /srv/vol/data.txt && chown 4321:4322 /srv/vol && chmod 0750 /srv/vol")
     proc, facts = run_playbook("snapshot_action.yml", hv, {"snaptest_action": "create", "snapshot_name": "s1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(pexec(c.name, f"cat {record_on_host}").stdout) == facts["snapshot_record"]

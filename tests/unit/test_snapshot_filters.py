@@ -169,11 +169,12 @@ def test_podman_freeze_plans_and_the_recorded_volumes():
 
     frozen = {"paused_s": 0.4,
               "links": [{**links[0], "files": 10000, "bytes": 5_000_000_000, "manifest_bytes": 700_000}],
-              "exports": [{**exports[0], "bytes": 10, "sha256": "ab"}]}
+              "exports": [{**exports[0], "bytes": 10, "sha256": "ab", "root": {"uid": 101, "gid": 102, "mode": "0750"}}]}
     volumes = [{"name": "index", "destination": "/var/lib/orthanc/index"}, info[0]["item"]]
     assert snapshot_podman_volumes(volumes, frozen) == [
         {"name": "index", "destination": "/var/lib/orthanc/index", "method": "export",
-         "export": "/reg/h/s1/index.tar", "sha256": "ab", "bytes": 10},
+         "export": "/reg/h/s1/index.tar", "sha256": "ab", "bytes": 10,
+         "root": {"uid": 101, "gid": 102, "mode": "0750"}},  # the volume's own directory, not in its export
         {"name": "store", "destination": "/var/lib/orthanc/db-v6", "method": "link",
          "links": links[0]["dest"], "manifest": links[0]["manifest"], "files": 10000,
          "linked_bytes": 5_000_000_000, "bytes": 700_000},  # a linked volume costs its manifest only

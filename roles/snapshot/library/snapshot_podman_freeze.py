@@ -4,6 +4,7 @@
 # Apache License 2.0
 
 import os
+import stat
 import subprocess
 import time
 
@@ -83,7 +84,9 @@ links:
   type: list
   elements: dict
 exports:
-  description: Per entry of O(exports) - C(volume), C(dest), C(bytes) and C(sha256) of the tar file.
+  description:
+    - Per entry of O(exports) - C(volume), C(dest), C(bytes) and C(sha256) of the tar file, and C(root) - the
+      C(uid), C(gid) and C(mode) of the volume's own directory, which the export does not hold.
   returned: always
   type: list
   elements: dict
@@ -95,6 +98,17 @@ def _podman(module, *args):
     if proc.returncode != 0:
         raise LinkError(f"podman {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
+
+
+def _volume_root(module, volume):
+    """{uid, gid, mode} of a volume's own directory (its mount point on this machine), or None."""
+    proc = subprocess.run([module.params["podman"], "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
+                          capture_output=True, text=True, check=False)
+    try:
+        st = os.stat(proc.stdout.strip()) if proc.returncode == 0 else None
+    except OSError:
+        st = None
+    return {"uid": st.st_uid, "gid": st.st_gid, "mode": f"{stat.S_IMODE(st.st_mode):04o}"} if st else None
 
 
 def freeze(module):
@@ -130,9 +144,12 @@ def freeze(module):
                 module.fail_json(msg=f"podman unpause {p['container']} FAILED, the container stays paused: "
                                      f"{proc.stderr.strip()}; run `podman unpause {p['container']}` now",
                                  paused_s=paused_s)
-    # Checksums after the unpause: they only read the exports.
+    # Checksums after the unpause: they only read the exports. The volume's own directory is not in
+    # its export (podman exports the content): its owner and mode are recorded, and the revert gives
+    # them back (a service that writes beside its files, SQLite's journal, needs them).
     for entry in exports:
         entry["sha256"] = module.sha256(entry["dest"])
+        entry["root"] = _volume_root(module, entry["volume"])
     return {"changed": True, "paused_s": paused_s if paused_at is not None else 0.0, "links": links,
             "exports": exports}
 

@@ -169,7 +169,8 @@ def test_podman_freeze_plans_and_the_recorded_volumes():
 
     frozen = {"paused_s": 0.4,
               "links": [{**links[0], "files": 10000, "bytes": 5_000_000_000, "manifest_bytes": 700_000}],
-              "exports": [{**exports[0], "bytes": 10, "sha256": "ab", "root": {"uid": 101, "gid": 102, "mode": "0750"}}]}
+              "exports": [{**exports[0], "bytes": 10, "sha256": "ab",
+                           "root": {"uid": 101, "gid": 102, "mode": "0750"}}]}
     volumes = [{"name": "index", "destination": "/var/lib/orthanc/index"}, info[0]["item"]]
     assert snapshot_podman_volumes(volumes, frozen) == [
         {"name": "index", "destination": "/var/lib/orthanc/index", "method": "export",

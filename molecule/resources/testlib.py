@@ -152,3 +152,71 @@ def storage_changes(host, inventory_name: str) -> tuple[int, list[str]]:
     before = storage_hashes((EPHEMERAL / f"storage-before-{inventory_name}.sha256").read_text())
     after = storage_hashes(host.check_output(STORAGE_HASH_CMD))
     return len(before), [p for p, digest in before.items() if after.get(p) != digest]
+
+
+# --------------------------------------------------------------------------- the RIS scenarios
+
+RIS_ORDERS_CMD = "/opt/cu-ris/current/bin/ris-orders --db /var/lib/ris/orders.sqlite list"
+# Order columns an upgrade must keep as they were (schema 2 adds revision, updated_at).
+ORDER_IDENTITY = ("accession", "patient_id", "patient_name", "modality", "station_aet", "scheduled", "procedure",
+                  "study_uid", "status", "message", "received_at", "control_id")
+
+
+def ris_schema(host) -> dict:
+    """The order database's schema as the running release's ris-migrate --status reports it (read-only)."""
+    return json.loads(host.check_output("/opt/cu-ris/current/bin/ris-migrate --db /var/lib/ris/orders.sqlite --status"))
+
+
+def ris_orders(host) -> dict[str, dict]:
+    """The RIS's orders by accession number, as the release's own ris-orders lists them (on the host)."""
+    return {row["accession"]: row for row in json.loads(host.check_output(RIS_ORDERS_CMD))}
+
+
+def orders_before(inventory_name: str) -> dict[str, dict]:
+    """The orders prepare_ris.yml recorded before the scenario's runs."""
+    rows = json.loads((EPHEMERAL / f"orders-before.json-{inventory_name}").read_text())
+    return {row["accession"]: row for row in rows}
+
+
+def orders_acknowledged(name: str = "orders-sent.jsonl") -> list[dict]:
+    """What the scenario's ordering system (tools/order_sender.py) sent and the RIS acknowledged AA."""
+    sys.path.insert(0, str(PROJECT / "tools"))
+    from order_sender import acknowledged
+
+    return acknowledged(EPHEMERAL / name)
+
+
+def orders_unavailability() -> dict:
+    """When the RIS's HL7 interface did not acknowledge the ordering system (order_sender.unavailability)."""
+    sys.path.insert(0, str(PROJECT / "tools"))
+    from order_sender import records, unavailability
+
+    return unavailability(records(EPHEMERAL / "orders-sent.jsonl"), 0.2)
+
+
+def hl7_client():
+    """The project's HL7 client (plugins/module_utils/hl7_client.py), as tools/order_sender.py imports it."""
+    sys.path.insert(0, str(PROJECT / "tools"))
+    import order_sender
+
+    return order_sender.hl7_client
+
+
+def findscu_worklist(port: int, called_ae: str = "RISWL") -> list:
+    """The modality worklist as DCMTK's findscu (an implementation independent of the project) reads
+    it: one pydicom dataset per item, with AccessionNumber, PatientID and the step's Modality."""
+    import tempfile
+
+    import pydicom
+
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(["/usr/bin/findscu", "-W", "-aet", "CUVERIFY", "-aec", called_ae, "-X", "-od", out,
+                        "-k", "AccessionNumber", "-k", "PatientID", "-k", "ScheduledProcedureStepSequence[0].Modality",
+                        "127.0.0.1", str(port)], check=True, capture_output=True, timeout=120)
+        return [pydicom.dcmread(p) for p in sorted(Path(out).glob("rsp*.dcm"))]
+
+
+def install_tree(host) -> str:
+    """The installed releases' paths, file digests and current link (as prepare_ris.yml records them)."""
+    return host.check_output("cd /opt/cu-ris && find . -print | sort && find . -type f -print0 "
+                             "| sort -z | xargs -0 sha256sum && readlink current")

@@ -30,24 +30,9 @@ description:
 version_added: "0.1.0"
 author:
   - clinical-upgrade contributors
+extends_documentation_fragment:
+  - hl7_connection
 options:
-  host:
-    description:
-      - Host name or IP address of the HL7 interface.
-      - A host name is at most 253 characters, in parts of 1 to 63 letters, digits, C(-) or C(_) between
-        dots (an internationalised name is converted to its C(xn--) form). Not a URL, and without a port.
-    type: str
-    required: true
-  port:
-    description: TCP port of the MLLP listener (1 to 65535).
-    type: int
-    default: 2575
-  timeout:
-    description:
-      - Seconds to wait for the connection and the complete ACK, together; greater than 0 and at most 3600
-        (NaN and infinity are refused).
-    type: float
-    default: 10.0
   message_type:
     description:
       - C(ORM^O01) sends a new (or cancel) order built from O(order).
@@ -96,14 +81,6 @@ options:
     description: MSH-12 version id of generated messages.
     type: str
     default: "2.5.1"
-  encoding:
-    description:
-      - Character encoding of the message and the ACK on the wire.
-      - It must be ASCII-compatible (C(utf-8), C(latin-1), C(cp1252), C(ascii), ...; not C(utf-16)), because
-        the MLLP frame bytes and HL7 delimiters are ASCII bytes, and it must be able to represent every
-        character of the message; both are checked before anything is sent.
-    type: str
-    default: utf-8
   order:
     description:
       - Order fields for O(message_type=ORM^O01). The patient is always synthetic.

@@ -193,6 +193,44 @@ def test_catalogue_problems_name_the_hosts(tmp_path):
     ]
 
 
+def test_a_ris_target_is_checked_when_set(tmp_path):
+    """A RIS's target is optional (a site may upgrade only its PACS); when set it must be a string the
+    catalogue knows, and the catalogue's entries of the RIS's product are checked too."""
+    catalogue = CATALOGUE + (
+        "  cu-ris:\n"
+        '    "1.0":\n'
+        "      install_method: artifact\n"
+        "      artifacts: [{name: cu-ris-1.0.tar.gz}]\n"
+        '      os: {family: Debian, major_versions: ["12"]}\n'
+        "      upgrade_from: []\n"
+        "      min_free_disk_mb: 16\n"
+        "      min_memory_mb: 64\n"
+        "      database_migration: none\n"
+    )
+    hosts = GOOD + """\
+    ris:
+      hosts:
+        ris1:
+          ansible_host: 192.0.2.20
+          ris_server_target_version: "1.1"
+        ris2:
+          ansible_host: 192.0.2.21
+          ris_server_target_version: 1.1
+        ris3:
+          ansible_host: 192.0.2.22
+"""
+    result = run_preflight(write_inventory(tmp_path, hosts, catalogue))
+    assert result.returncode != 0
+    problems = problems_of(result.stdout)
+    assert ('ris2: ris_server_target_version is a float (1.1); quote it ("1.1") so YAML keeps it a version string'
+            in problems)
+    assert any(p.startswith("ris1: ris_server_target_version 1.1 is not in release_catalogue.cu-ris (known: 1.0)")
+               for p in problems), problems
+    assert any(p.startswith("ris1, ris2: release_catalogue.cu-ris['1.0'].artifacts[0].sha256: missing")
+               for p in problems), problems
+    assert not any(p.startswith("ris3") for p in problems), problems  # no target: nothing to check
+
+
 def test_missing_catalogue(tmp_path):
     result = run_preflight(write_inventory(tmp_path, GOOD, catalogue="---\n{}\n"))
     assert result.returncode != 0
@@ -227,7 +265,8 @@ def test_the_preflight_runs_once_per_run(tmp_path):
     assert result.stdout.count("inventory preflight passed") == 1, result.stdout
 
 
-@pytest.mark.parametrize("path", ["playbooks/preflight.yml", "playbooks/site.yml", "playbooks/upgrade_pacs.yml"])
+@pytest.mark.parametrize("path", ["playbooks/preflight.yml", "playbooks/site.yml", "playbooks/upgrade_pacs.yml",
+                                  "playbooks/upgrade_ris.yml"])
 def test_syntax(path):
     result = ansible_playbook("--syntax-check", path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -87,8 +87,8 @@ def test_the_module_arguments_are_options_the_modules_accept():
         text = (root / "plugins" / "modules" / f"{module}.py").read_text()
         doc = text.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0]
         opts = set((yaml.safe_load(doc).get("options") or {}).keys())
-        if "dicom_connection" in doc:
-            frag = (root / "plugins" / "doc_fragments" / "dicom_connection.py").read_text()
+        for fragment in yaml.safe_load(doc).get("extends_documentation_fragment") or []:
+            frag = (root / "plugins" / "doc_fragments" / f"{fragment}.py").read_text()
             frag_doc = frag.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0]
             opts |= set(yaml.safe_load(frag_doc)["options"].keys())
         return opts

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import hl7_fixtures
 import pytest
@@ -477,7 +478,11 @@ def test_return_keys_are_documented_and_tested():
 
 
 def test_documented_options_match_the_argument_spec():
-    documented = yaml.safe_load(hl7_deliver.DOCUMENTATION)["options"]
+    doc = yaml.safe_load(hl7_deliver.DOCUMENTATION)
+    documented = dict(doc["options"])
+    assert doc["extends_documentation_fragment"] == ["hl7_connection"]
+    fragment = (Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments" / "hl7_connection.py").read_text()
+    documented.update(yaml.safe_load(fragment.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])["options"])
     spec = hl7_deliver.argument_spec()
     assert set(documented) == set(spec)
     for name, option in documented.items():

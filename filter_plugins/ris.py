@@ -341,6 +341,18 @@ def ris_version_record(release, expected) -> dict:
             "details": {"version": found}}
 
 
+def ris_package_changes(pins, dpkg_show) -> list[str]:
+    """``name=version`` of each pinned package whose installed version (``dpkg-query --show`` lines,
+    "name version") is not the pinned one, or that is not installed."""
+    installed = {}
+    text = (dpkg_show or {}).get("stdout", "") if isinstance(dpkg_show, dict) else dpkg_show or ""
+    for line in str(text).splitlines():
+        name, _, version = line.strip().partition(" ")
+        if name and version:
+            installed[name] = version
+    return [f"{name}={version}" for name, version in sorted((pins or {}).items()) if installed.get(name) != version]
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -351,5 +363,6 @@ class FilterModule:
             "ris_redelivery_plan": ris_redelivery_plan,
             "order_digest": order_digest,
             "ris_baseline": ris_baseline,
+            "ris_package_changes": ris_package_changes,
             "ris_version_record": ris_version_record,
         }

@@ -237,7 +237,9 @@ def _entry_problems(product: str, version: str, entry, versions: dict) -> list[s
             f"{where}.install_method: unknown install method {method!r}; use one of {', '.join(INSTALL_METHODS)}"
         )
 
-    if method == "package" and "packages" in entry:
+    # An artifact release may name the OS packages it runs with (the RIS's DCMTK worklist SCP): the
+    # same exact versions, installed by the package method beside the archive.
+    if method in ("package", "artifact") and "packages" in entry:
         packages = entry["packages"]
         if not isinstance(packages, dict) or not packages:
             problems.append(
@@ -256,7 +258,7 @@ def _entry_problems(product: str, version: str, entry, versions: dict) -> list[s
                 except ValueError as exc:
                     problems.append(f"{where}.packages.{name}: {exc}")
                     continue
-                if name == product and upstream_version(pkg_version) != version:
+                if method == "package" and name == product and upstream_version(pkg_version) != version:
                     problems.append(
                         f"{where}.packages.{name}: {pkg_version!r} is upstream version "
                         f"{upstream_version(pkg_version)}, "

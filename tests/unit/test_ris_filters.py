@@ -218,3 +218,11 @@ def test_orders_taken_after_the_mark_survive_a_rollback_to_10(tmp_path):
                                    expected=[d for d, item in zip(plan["expected"], plan["messages"], strict=True)
                                              if answers[item["key"]] == "AA"])
     assert record["status"] == "passed", record
+
+
+def test_package_changes_name_what_differs_from_the_pins():
+    shown = {"stdout": "dcmtk 3.6.7-9~deb12u4\nlibdcmtk17 3.6.7-9~deb12u4\n"}
+    assert ris.ris_package_changes({"dcmtk": "3.6.7-9~deb12u4"}, shown) == []
+    assert ris.ris_package_changes({"dcmtk": "3.6.9-1"}, shown) == ["dcmtk=3.6.9-1"]
+    assert ris.ris_package_changes({"wlm-extra": "1.0-1"}, shown) == ["wlm-extra=1.0-1"]  # not installed
+    assert ris.ris_package_changes({}, {"skipped": True}) == []

@@ -234,3 +234,17 @@ def test_an_unread_current_version_is_unknown_not_invalid(current):
         "the current version of orthanc is unknown, so the upgrade path to 1.12.7 cannot be checked"
     )
     assert upgrade_path_error(LAB_CATALOGUE, "orthanc", " 1.10.1\n", "1.12.7") == ""
+
+
+def test_an_artifact_release_may_name_exact_os_packages():
+    """cu-ris names the DCMTK worklist SCP it runs with; the versions are checked like a package release's."""
+    catalogue = copy.deepcopy(LAB_CATALOGUE)
+    assert set(catalogue["cu-ris"]["1.1"]["packages"]) == {"dcmtk"}
+    catalogue["cu-ris"]["1.1"]["packages"] = {"dcmtk": 3.6, "libx": "not a version!"}
+    problems = catalogue_problems(catalogue, "cu-ris")
+    assert ("release_catalogue.cu-ris['1.1'].packages.dcmtk: must be a quoted Debian version string, got float"
+            in problems)
+    assert any(p.startswith("release_catalogue.cu-ris['1.1'].packages.libx:") for p in problems), problems
+    # An artifact release's package is not the product: its version is DCMTK's, not cu-ris's.
+    catalogue["cu-ris"]["1.1"]["packages"] = {"cu-ris": "3.6.7-9"}
+    assert catalogue_problems(catalogue, "cu-ris") == []

@@ -16,6 +16,8 @@ def test_release_11_runs_on_the_migrated_database(host):
     status = testlib.ris_schema(host)
     assert (status["schema"], status["release_schema"], status["pending"]) == (2, 2, [])
     assert host.service("ris-mllp-listener").is_running and host.service("ris-worklist").is_running
+    # The worklist SCP's DCMTK at the catalogue's version (package method), held.
+    assert "dcmtk" in host.check_output("apt-mark showhold").split()
     # The migration's own backup of the 1.0 database (the catalogue's pre-command) is there.
     assert host.file("/var/lib/ris/orders.sqlite.before-1.1").exists
 
@@ -88,6 +90,7 @@ def test_evidence_of_the_upgrade_and_of_the_idempotent_rerun(host):
     assert checks["orders"]["details"]["baseline_orders"] >= 40
     assert set(run["switch"]["phases"]) >= {"stopped", "pre_commands", "repointed", "migrated", "started", "answered"}
     assert run["snapshot"]["id"] and run["mark"]["max_id"]
+    assert set(run["switch"]["packages"]["versions"]) == {"dcmtk"}  # the worklist SCP, by the package method
     # No patient data in the evidence: the prepared orders' patient ids appear nowhere.
     text = json.dumps(runs)
     assert not any(r["patient_id"] in text for r in testlib.orders_before(HOST).values())

@@ -315,7 +315,9 @@ def generate_studies(
                 data = buf.getvalue()
                 digest = hashlib.sha256(data).hexdigest()
                 if not (os.path.exists(path) and _sha256_file(path) == digest):
-                    tmp = path + ".tmp"
+                    # A temporary name of this process's own: two runs may generate the same seed at once
+                    # (Molecule's lanes); each renames its own copy of the same bytes into place.
+                    tmp = f"{path}.{os.getpid()}.tmp"
                     with open(tmp, "wb") as fh:
                         fh.write(data)
                     os.replace(tmp, path)
@@ -326,7 +328,11 @@ def generate_studies(
                     "series_uid": str(ds.SeriesInstanceUID),
                     "patient_id": str(ds.PatientID),
                 }
-    with open(os.path.join(out_dir, MANIFEST_NAME), "w", encoding="utf-8") as fh:
+    # Written last and renamed into place: a manifest that exists is whole, and so is the seed it lists.
+    target = os.path.join(out_dir, MANIFEST_NAME)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1, sort_keys=True)
         fh.write("\n")
+    os.replace(tmp, target)
     return manifest

@@ -85,3 +85,39 @@ def test_cli(tmp_path):
     assert len(json.loads((out / "manifest.json").read_text())) == 4
     bad = subprocess.run(cmd + ["--studies", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "positive integer" in bad.stderr
+
+
+def test_two_runs_generating_the_same_seed_at_once_both_succeed(tmp_path):
+    """Molecule's lanes prepare their PACS at the same time and both generate the lab's seed into one
+    directory: each writes its own temporary files, so neither renames a file the other removed."""
+    out = tmp_path / "seed"
+    cmd = [sys.executable, str(REPO / "tools" / "generate_studies.py"), "--out", str(out),
+           "--studies", "10", "--series", "3", "--instances", "10", "--size", "8"]
+    for _ in range(1):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        assert all(rc == 0 for rc, _ in results), [err[-500:] for _, err in results]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest) == 300
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_a_writer_never_uses_a_temporary_name_another_writer_could_take(tmp_path, monkeypatch):
+    """The race above, made certain: just before each rename another writer takes the shared name
+    "<file>.tmp" away (as its own rename would). A writer whose temporary file had that name fails."""
+    import os
+
+    replace = os.replace
+
+    def another_writer_renamed_first(src, dst):
+        shared = f"{dst}.tmp"
+        if os.path.exists(shared):
+            os.remove(shared)
+        return replace(src, dst)
+
+    monkeypatch.setattr(dicom_synth.os, "replace", another_writer_renamed_first)
+    manifest = dicom_synth.generate_studies(str(tmp_path / "seed"), studies=1, series=1, instances=3, size_px=8)
+    assert len(manifest) == 3 and not list((tmp_path / "seed").rglob("*.tmp"))

@@ -98,10 +98,21 @@ def test_worklist_masked(wlmscpfs, module_runner):
 
 
 def test_worklist_wrong_called_ae(wlmscpfs, module_runner):
-    result = module_runner(
-        dicom_query, {"host": wlmscpfs.host, "port": wlmscpfs.port, "called_ae": "NOTWL", "level": "WORKLIST"}
-    )
-    assert result["failed"] and result["reason"] == "association_rejected"
+    """wlmscpfs sends A-ASSOCIATE-RJ and closes the connection at once; now and then pynetdicom handles
+    the close before the RJ it has already received (a race in its DUL thread) and the module can only
+    say the peer closed without answering. The rejection is asked for up to three times; every answer
+    must fail, and one of them must be read as the rejection it is."""
+    reasons = []
+    for _ in range(3):
+        result = module_runner(
+            dicom_query, {"host": wlmscpfs.host, "port": wlmscpfs.port, "called_ae": "NOTWL", "level": "WORKLIST"}
+        )
+        assert result["failed"] and result["reason"] in ("association_rejected", "aborted"), result
+        reasons.append(result["reason"])
+        if result["reason"] == "association_rejected":
+            assert "NOTWL" in result["msg"] or "called" in result["msg"].lower(), result["msg"]
+            break
+    assert reasons[-1] == "association_rejected", reasons
 
 
 def test_not_allowed_calling_ae(orthanc, module_runner):

@@ -42,7 +42,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 
 from order_sender import Sender, acknowledged, records, unavailability  # noqa: E402
-from upgrade_downtime import RESULTS, ROOT, _epoch, median, playbook, run  # noqa: E402
+from upgrade_downtime import RESULTS, ROOT, latest_evidence, median, playbook, run  # noqa: E402
+from upgrade_downtime import attribute as pacs_attribute  # noqa: E402
 
 GOAL_SWITCH_UNAVAILABLE_S = 1.0
 HL7 = ("127.0.0.1", 12575)
@@ -73,21 +74,10 @@ def stored_accessions() -> set[str]:
     return {row["accession"] for row in json.loads(out)}
 
 
-def latest_evidence(since: float) -> dict:
-    files = [p for p in RESULTS.glob("upgrade-*/ris1.json") if p.stat().st_mtime >= since]
-    if not files:
-        raise SystemExit("the upgrade wrote no evidence file for ris1")
-    return json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text())
-
-
 def attribute(outages: list[dict], steps: list[dict]) -> list[dict]:
-    """Each outage with the steps of the run it overlapped."""
-    out = []
-    for o in outages:
-        names = [s["name"] for s in steps if s.get("started") and s.get("ended")
-                 and _epoch(s["started"]) <= o["end"] and _epoch(s["ended"]) >= o["start"]]
-        out.append({**o, "steps": names})
-    return out
+    """Each outage with the steps of the run it overlapped (upgrade_downtime.attribute's overlap)."""
+    spans = [(o["start"], o["end"]) for o in outages]
+    return [{**o, "steps": a["steps"]} for o, a in zip(outages, pacs_attribute(spans, steps, 0.0), strict=True)]
 
 
 def with_sender(out: Path, action) -> tuple[dict, list[dict]]:
@@ -118,7 +108,7 @@ def upgrade_run(kind: str, logdir: Path, args) -> dict:
     sent = logdir / f"{kind}-orders.jsonl"
     (rc, wall), recs = with_sender(sent, lambda: run(
         playbook("playbooks/upgrade_ris.yml", "--limit", "ris1,localhost", *extra), logdir / f"{kind}.log"))
-    evidence = latest_evidence(started)
+    evidence = latest_evidence(started, "ris1")
     outages = attribute(unavailability(recs, INTERVAL)["outages"], evidence.get("steps") or [])
     acked, missing = lost(sent)
     switch_outages = [o["seconds"] for o in outages if "switch" in o["steps"]]

@@ -140,10 +140,10 @@ def fresh_pacs1(logdir: Path, studies: int) -> None:
         raise SystemExit(f"recreating pacs1 failed: see {logdir / 'lab_up.log'}")
 
 
-def latest_evidence(since: float) -> dict:
-    files = [p for p in RESULTS.glob("upgrade-*/pacs1.json") if p.stat().st_mtime >= since]
+def latest_evidence(since: float, host: str = "pacs1") -> dict:
+    files = [p for p in RESULTS.glob(f"upgrade-*/{host}.json") if p.stat().st_mtime >= since]
     if not files:
-        raise SystemExit("the upgrade wrote no evidence file for pacs1")
+        raise SystemExit(f"the upgrade wrote no evidence file for {host}")
     return json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text())
 
 

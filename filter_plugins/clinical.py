@@ -295,7 +295,8 @@ def version_record(result, expected) -> dict:
 
 
 def _failed(result) -> bool:
-    return not isinstance(result, dict) or bool(result.get("failed")) or bool(result.get("skipped"))
+    """A registered result that did not succeed: failed, skipped, or its host unreachable."""
+    return not isinstance(result, dict) or any(bool(result.get(k)) for k in ("failed", "skipped", "unreachable"))
 
 
 def pacs_baseline(results, host: str = "", canary_study_uid: str = "", canary_max_instances: int = 5000,

@@ -20,6 +20,12 @@ import base64
 import datetime
 import hashlib
 import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from clinical import _failed  # noqa: E402
 
 DIGEST_FIELDS = ("accession", "patient_id", "study_uid")
 
@@ -43,15 +49,9 @@ def order_digest(order) -> str:
 
 
 def _systemd_time(text):
-    """Epoch seconds of a systemd timestamp shown with --timestamp=us+utc (or unix: "@<seconds>")."""
-    text = str(text or "").strip()
-    if text.startswith("@"):
-        try:
-            return float(text[1:])
-        except ValueError:
-            return None
+    """Epoch seconds of a systemd timestamp shown with --timestamp=us+utc, or None."""
     try:
-        when = datetime.datetime.strptime(text, "%a %Y-%m-%d %H:%M:%S.%f UTC")
+        when = datetime.datetime.strptime(str(text or "").strip(), "%a %Y-%m-%d %H:%M:%S.%f UTC")
     except ValueError:
         return None
     return when.replace(tzinfo=datetime.UTC).timestamp()
@@ -119,8 +119,8 @@ def ris_discovery(link, release, status, unit, product="cu-ris", install_dir="",
     return {
         "product": product,
         "version": version,
-        "database_version": (database or {}).get("schema") if isinstance(database, dict) else None,
-        "orders": (database or {}).get("orders") if isinstance(database, dict) else None,
+        "database_version": database.get("schema") if isinstance(database, dict) else None,
+        "orders": database.get("orders") if isinstance(database, dict) else None,
         "package": f"{product} (artifact)",
         "package_version": version,
         "listener": {"service": service, "active": active, "started": started_s},
@@ -221,10 +221,11 @@ def _with_order_control(message, control) -> str:
     return "\r".join(out)
 
 
-def ris_redelivery_plan(kept, mark) -> dict:
+def ris_redelivery_plan(kept, mark=None) -> dict:
     """How the orders a rollback kept go back into the restored RIS, by its HL7 interface.
 
-    kept: the rows of ``ris_kept_orders``; mark: the mark ({max_id}). The restored RIS holds every
+    kept: the rows of ``ris_kept_orders``; mark: the mark ({max_id}). Or kept alone: what ``preserve``
+    wrote to the controller, {mark, orders}. The restored RIS holds every
     order as it was at the mark. For each kept order, by id:
     - new since the mark and scheduled: its last message as a new order (an XO becomes NW: the
       restored RIS never saw the order, and a release without XO takes an NW);
@@ -235,6 +236,8 @@ def ris_redelivery_plan(kept, mark) -> dict:
     Returns {messages: [{key, message}], skipped: [{key, why}], expected: [digests]} (key: the order's
     digest and id; expected: the digests that must be in the RIS afterwards).
     """
+    if mark is None and isinstance(kept, dict):
+        kept, mark = kept.get("orders"), kept.get("mark")
     max_id = int((mark or {}).get("max_id") or 0)
     messages, skipped, expected = [], [], []
     for row in kept or []:
@@ -250,11 +253,6 @@ def ris_redelivery_plan(kept, mark) -> dict:
         messages.append({"key": key, "message": message})
         expected.append(order_digest(row))
     return {"messages": messages, "skipped": skipped, "expected": expected}
-
-
-def _failed(result) -> bool:
-    return not isinstance(result, dict) or bool(result.get("failed") or result.get("unreachable")) \
-        or result.get("skipped") is True
 
 
 def _release_of(slurped):

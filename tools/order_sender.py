@@ -281,14 +281,23 @@ class Sender(threading.Thread):
                 self.stop_event.wait(max(0.0, min(next_at, deadline) - time.monotonic()))
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 65535, got {value}")
-    return value
+def _whole(low: int, high: int | None = None):
+    """An argparse type: an integer from ``low`` (to ``high``), the error naming the range."""
+    wanted = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+_port = _whole(1, 65535)
 
 
 def _positive(text: str) -> float:
@@ -301,14 +310,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, got {value}")
-    return value
+_count = _whole(1)
 
 
 def _prefix(text: str) -> str:

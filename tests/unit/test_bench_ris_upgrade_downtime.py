@@ -1,23 +1,14 @@
 """bench/ris_upgrade_downtime.py: outages attributed to the run's steps, the summary and its goals."""
 
-import datetime as dt
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ris_upgrade_downtime import attribute, goals_missed, summarise  # noqa: E402
-
-T0 = 1_800_000_000.0
-
-
-def iso(offset: float) -> str:
-    return f"{dt.datetime.fromtimestamp(T0 + offset, dt.UTC):%Y-%m-%dT%H:%M:%S.%f}Z"
-
-
-def step(name: str, start: float, end: float) -> dict:
-    return {"name": name, "started": iso(start), "ended": iso(end)}
+from test_bench_upgrade_downtime import T0, step  # noqa: E402 - the PACS benchmark's test helpers
 
 
 def outage(start: float, end: float) -> dict:

@@ -190,6 +190,8 @@ def test_orders_taken_after_the_mark_survive_a_rollback_to_10(tmp_path):
                                ris_orders(listener.db, "list", "--changed-since", mark["since"]))
     assert sorted(r["accession"] for r in kept) == ["NEW10", "NEW11A", "NEW11B", "NEW11C", "OLD0001", "OLD0002"]
     plan = ris.ris_redelivery_plan(kept, mark)
+    # The redeliver step plans from what preserve wrote ({mark, orders}): the same plan.
+    assert ris.ris_redelivery_plan({"mark": mark, "orders": kept}) == plan
     assert len(plan["skipped"]) == 1 and "cancelled since the mark" in plan["skipped"][0]["why"]
     assert "NEW11" not in json.dumps(plan["skipped"])  # keys are ids and digests
 

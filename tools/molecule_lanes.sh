@@ -8,11 +8,14 @@
 # Every scenario under molecule/ must be in exactly one lane: a scenario left out would be a test
 # that silently never runs, so the script refuses to start.
 # Each scenario's output goes to results/molecule/<scenario>.log and is printed whole, scenario by
-# scenario, once every lane has ended. Exit 0 only when every scenario passed.
+# scenario, once every lane has ended; then each scenario's verdict, with a failed scenario's
+# failure lines and the end of its log again (a CI log cut to its end still shows them).
+# Exit 0 only when every scenario passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logdir=results/molecule
 mkdir -p "$logdir"
+rm -f "$logdir"/*.status
 
 present=$(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
 given=$(printf '%s\n' $* | sort)
@@ -34,9 +37,11 @@ for lane in "$@"; do
       start=$(date +%s)
       echo "molecule: lane $lane_no: $scenario started"
       if molecule test -s "$scenario" >"$logdir/$scenario.log" 2>&1; then
-        echo "molecule: lane $lane_no: $scenario passed in $(( $(date +%s) - start )) s"
+        echo "passed in $(( $(date +%s) - start )) s" >"$logdir/$scenario.status"
+        echo "molecule: lane $lane_no: $scenario $(cat "$logdir/$scenario.status")"
       else
-        echo "molecule: lane $lane_no: $scenario FAILED after $(( $(date +%s) - start )) s (log: $logdir/$scenario.log)"
+        echo "FAILED after $(( $(date +%s) - start )) s (log: $logdir/$scenario.log)" >"$logdir/$scenario.status"
+        echo "molecule: lane $lane_no: $scenario $(cat "$logdir/$scenario.status")"
         exit 1
       fi
     done
@@ -55,6 +60,24 @@ for scenario in $*; do
   echo "================================ molecule scenario $scenario ================================"
   cat "$logdir/$scenario.log"
 done
+# The verdict comes last, so that a CI log cut to its end still names the failed scenario and
+# shows how it failed.
 echo
+for scenario in $*; do
+  if [ -f "$logdir/$scenario.status" ]; then
+    status=$(cat "$logdir/$scenario.status")
+  else
+    status="not run (an earlier scenario of its lane failed)"
+  fi
+  echo "molecule: $scenario: $status"
+  case $status in
+    FAILED*)
+      echo "---- $scenario: the lines of its log that name a failure (line numbers of $logdir/$scenario.log)"
+      grep -n -E 'fatal:|FAILED!|ERROR|failed=[1-9]|Error' "$logdir/$scenario.log" | head -20
+      echo "---- $scenario: the last 60 lines of its log"
+      tail -n 60 "$logdir/$scenario.log"
+      ;;
+  esac
+done
 echo "molecule: every lane ended after $(( $(date +%s) - start_all )) s: $([ $failed = 0 ] && echo 'all passed' || echo 'FAILED')"
 exit $failed

@@ -13,7 +13,7 @@ export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-DEB_PACKAGES := podman runc debootstrap uidmap slirp4netns dcmtk orthanc lvm2 python3-venv openssl make nginx-light
+DEB_PACKAGES := podman runc debootstrap uidmap slirp4netns dcmtk orthanc lvm2 python3-venv openssl make nginx-light apt-cacher-ng logrotate
 
 .PHONY: help deps venv images artifacts lab-up lab-down verify upgrade demo lint unit integration molecule test clean
 
@@ -30,7 +30,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing Debian packages:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  systemctl disable --now orthanc nginx >/dev/null 2>&1 || true; \
+	  systemctl disable --now orthanc nginx apt-cacher-ng >/dev/null 2>&1 || true; service apt-cacher-ng stop >/dev/null 2>&1 || true; \
 	else echo "deps: Debian packages present"; fi
 
 # The virtualenv with the project's Python dependencies; reinstalled only when pyproject.toml changes.

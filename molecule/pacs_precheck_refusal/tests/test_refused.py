@@ -12,7 +12,7 @@ import testlib
 
 testinfra_hosts = ["ansible://pacs"]
 HOST = "mol-pacs2"
-REST = testlib.OrthancRest("http://127.0.0.1:48042")
+REST = testlib.OrthancRest("http://127.0.0.1:27042")
 LIVE_DB = ("/var/lib/orthanc/db-v6/index", "/var/lib/orthanc/db-v6/index-wal", "/var/lib/orthanc/db-v6/index-shm")
 
 _SKIP = r"\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp " \

@@ -8,7 +8,7 @@ import testlib
 
 testinfra_hosts = ["ansible://pacs"]
 HOST = "mol-pacs2"
-REST = testlib.OrthancRest("http://127.0.0.1:48042")
+REST = testlib.OrthancRest("http://127.0.0.1:27042")
 
 
 def is_revert(run: dict) -> bool:

@@ -7,7 +7,7 @@ import testlib
 
 testinfra_hosts = ["ansible://pacs"]
 HOST = "mol-upgrade-pacs"
-REST = testlib.OrthancRest("http://127.0.0.1:38042")
+REST = testlib.OrthancRest("http://127.0.0.1:26042")
 
 
 def test_both_runs_failed_and_said_they_rolled_back():

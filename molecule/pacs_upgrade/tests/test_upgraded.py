@@ -5,7 +5,7 @@ import testlib
 
 testinfra_hosts = ["ansible://pacs"]
 HOST = "mol-upgrade-pacs"
-REST = testlib.OrthancRest("http://127.0.0.1:38042")
+REST = testlib.OrthancRest("http://127.0.0.1:26042")
 
 
 def test_orthanc_is_the_target_version_and_held(host):

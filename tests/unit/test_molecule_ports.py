@@ -1,0 +1,47 @@
+"""The Molecule scenarios' published ports: below Linux's ephemeral range, and shared only within a lane.
+
+A port in the ephemeral range (32768-60999 by default) can be held at any moment by an outgoing
+connection of the same machine (the lanes' modalities, ordering systems and probes open thousands);
+podman then cannot publish it and the scenario's create fails (CI failed so: 127.0.0.1:33242). Two
+scenarios of different lanes run at the same time and must not publish the same port."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+EPHEMERAL_START = 32768  # net.ipv4.ip_local_port_range's default low end
+
+
+def published():
+    ports = {}
+    for config in sorted((REPO / "molecule").glob("*/molecule.yml")):
+        scenario = config.parent.name
+        for platform in yaml.safe_load(config.read_text()).get("platforms") or []:
+            for spec in platform.get("published_ports") or []:
+                host_port = int(str(spec).split(":")[-2])
+                ports.setdefault(host_port, []).append((scenario, platform["name"]))
+    return ports
+
+
+def lanes():
+    text = (REPO / "Makefile").read_text()
+    line = re.search(r"^MOLECULE_LANES := (.*)$", text, re.MULTILINE).group(1)
+    return [lane.split() for lane in re.findall(r'"([^"]*)"', line)]
+
+
+def test_every_published_port_is_below_the_ephemeral_range():
+    ports = published()
+    assert ports, "no published port found: the scan is broken"
+    high = {port: users for port, users in ports.items() if port >= EPHEMERAL_START}
+    assert not high, f"published ports in the ephemeral range (pick one below {EPHEMERAL_START}): {high}"
+
+
+def test_a_port_is_shared_only_by_scenarios_of_one_lane():
+    lane_of = {scenario: i for i, lane in enumerate(lanes()) for scenario in lane}
+    for port, users in published().items():
+        in_lanes = {lane_of.get(scenario) for scenario, _ in users}
+        assert len(in_lanes) == 1, f"port {port} is published by {users}, which run in different lanes"

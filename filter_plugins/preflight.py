@@ -41,7 +41,7 @@ CONTROLLER_FILE_VARIABLES = (
 BOOL_VARIABLES = ("pacs_server_allow_downgrade", "ris_server_allow_downgrade", "endpoint_dicom_tls",
                   "endpoint_rest_validate_certs")
 VERSION_VARIABLES = ("pacs_server_target_version", "pacs_server_installed_version", "ris_server_target_version",
-                     "ris_server_version")
+                     "ris_server_version", "workstation_linux_target_version")
 # Per group: the product of its hosts (variable, default) and its upgrade variables. A RIS target is
 # optional (a site may upgrade only its PACS); when set, it is checked like the PACS's.
 PRODUCTS = {
@@ -50,6 +50,10 @@ PRODUCTS = {
                                                                              "pacs_server_package_version")},
     "ris": {"product": ("ris_server_product", "cu-ris"), "target": "ris_server_target_version",
             "allow_downgrade": "ris_server_allow_downgrade", "installed": ()},
+    # The Linux workstations' viewer (playbooks/patch_workstations.yml).
+    "workstations_linux": {"product": ("workstation_linux_product", "dcmtk"),
+                           "target": "workstation_linux_target_version",
+                           "allow_downgrade": "workstation_linux_allow_downgrade", "installed": ()},
 }
 
 

@@ -146,7 +146,15 @@ INSTALL_METHODS = ("package", "artifact", "windows_installer")
 DATABASE_MIGRATIONS = ("none", "orthanc_upgrade", "command")
 REQUIRED_KEYS = ("install_method", "os", "upgrade_from", "min_free_disk_mb", "min_memory_mb", "database_migration")
 METHOD_KEYS = {"package": ("packages",), "artifact": ("artifacts",), "windows_installer": ("installer",)}
-OPTIONAL_KEYS = ("os_release_upgrade", "migration_command", "pre_commands", "post_commands", "notes")
+OPTIONAL_KEYS = (
+    "os_release_upgrade",
+    "migration_command",
+    "pre_commands",
+    "post_commands",
+    "notes",
+    "display_drivers",
+)
+_GPU_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
 KNOWN_KEYS = frozenset(REQUIRED_KEYS + OPTIONAL_KEYS + tuple(k for keys in METHOD_KEYS.values() for k in keys))
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -220,6 +228,59 @@ def artifact_problems(artifacts, where: str) -> list[str]:
     return problems
 
 
+def display_driver_problems(drivers, where: str) -> list[str]:
+    """display_drivers: the display drivers tested with this version, per GPU (PCI vendor:device).
+
+    Linux: {gpu: "10de:1eb8", packages: {nvidia-driver: "<Debian version>"}}; Windows:
+    {gpu: "10de:1eb8", driver: {path, sha256, inf}} (a signed driver package for pnputil)."""
+    if not isinstance(drivers, list):
+        return [
+            f"{where}.display_drivers: must be a list of {{gpu, packages}} or {{gpu, driver}}, "
+            f"got {_type_name(drivers)}"
+        ]
+    problems = []
+    for i, item in enumerate(drivers):
+        at = f"{where}.display_drivers[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{at}: must be a mapping {{gpu, packages}} or {{gpu, driver}}, got {_type_name(item)}")
+            continue
+        gpu = item.get("gpu")
+        if not isinstance(gpu, str) or not _GPU_ID.match(gpu):
+            problems.append(
+                f"{at}.gpu: must be the PCI vendor:device in lower-case hex (lspci -nn), such as 10de:1eb8, got {gpu!r}"
+            )
+        if ("packages" in item) == ("driver" in item):
+            problems.append(f"{at}: must have exactly one of packages (Linux) or driver (Windows)")
+        packages = item.get("packages")
+        if "packages" in item:
+            if not isinstance(packages, dict) or not packages:
+                problems.append(f"{at}.packages: must map package names to exact Debian versions")
+            else:
+                for name, pkg_version in packages.items():
+                    try:
+                        parse_debian_version(pkg_version if isinstance(pkg_version, str) else "")
+                    except ValueError:
+                        problems.append(f"{at}.packages.{name}: must be a quoted Debian version, got {pkg_version!r}")
+        if "driver" in item:
+            problems += _windows_file_problems(item["driver"], f"{at}.driver", ("path", "sha256", "inf"))
+    return problems
+
+
+def _windows_file_problems(value, at: str, keys) -> list[str]:
+    """A file a Windows host installs (an MSI, a driver package): a mapping of strings with a sha256."""
+    if not isinstance(value, dict):
+        return [f"{at}: must be a mapping with {', '.join(keys[:-1])} and {keys[-1]}, got {_type_name(value)}"]
+    problems = [
+        f"{at}.{key}: missing or not a string"
+        for key in keys
+        if not isinstance(value.get(key), str) or not value.get(key)
+    ]
+    sha = value.get("sha256")
+    if isinstance(sha, str) and sha and not _SHA256.match(sha):
+        problems.append(f"{at}.sha256: must be 64 lower-case hex digits")
+    return problems
+
+
 def _entry_problems(product: str, version: str, entry, versions: dict) -> list[str]:
     where = _where(product, version)
     if not isinstance(entry, dict):
@@ -267,18 +328,10 @@ def _entry_problems(product: str, version: str, entry, versions: dict) -> list[s
     if method == "artifact" and "artifacts" in entry:
         problems += artifact_problems(entry["artifacts"], where)
     if method == "windows_installer" and "installer" in entry:
-        inst = entry["installer"]
-        if not isinstance(inst, dict):
-            problems.append(
-                f"{where}.installer: must be a mapping with path, sha256 and product_id, got {_type_name(inst)}"
-            )
-        else:
-            for key in ("path", "sha256", "product_id"):
-                if not isinstance(inst.get(key), str) or not inst.get(key):
-                    problems.append(f"{where}.installer.{key}: missing or not a string")
-            sha = inst.get("sha256")
-            if isinstance(sha, str) and sha and not _SHA256.match(sha):
-                problems.append(f"{where}.installer.sha256: must be 64 lower-case hex digits")
+        problems += _windows_file_problems(entry["installer"], f"{where}.installer", ("path", "sha256", "product_id"))
+
+    if "display_drivers" in entry:
+        problems += display_driver_problems(entry["display_drivers"], where)
 
     if "os" in entry:
         os_ = entry["os"]

@@ -265,8 +265,31 @@ def test_the_preflight_runs_once_per_run(tmp_path):
     assert result.stdout.count("inventory preflight passed") == 1, result.stdout
 
 
+def test_a_workstation_target_is_checked_when_set(tmp_path):
+    """The Linux workstations' viewer target: a quoted version of the viewer's catalogue product."""
+    hosts = GOOD + """\
+    workstations:
+      children:
+        workstations_linux:
+          hosts:
+            ws1:
+              workstation_linux_target_version: "9.9"
+            ws2:
+              workstation_linux_target_version: 3.6
+              workstation_linux_product: orthanc
+            ws3:
+"""
+    result = run_preflight(write_inventory(tmp_path, hosts, CATALOGUE))
+    assert result.returncode != 0
+    problems = problems_of(result.stdout)
+    assert ('ws2: workstation_linux_target_version is a float (3.6); quote it ("3.6") so YAML keeps it a version '
+            "string") in problems, problems
+    assert "ws1: release_catalogue has no product 'dcmtk' (known: orthanc); add it (see docs/catalogue.md)" in problems
+    assert not any(p.startswith("ws3") for p in problems), problems  # no target: nothing to check
+
+
 @pytest.mark.parametrize("path", ["playbooks/preflight.yml", "playbooks/site.yml", "playbooks/upgrade_pacs.yml",
-                                  "playbooks/upgrade_ris.yml"])
+                                  "playbooks/upgrade_ris.yml", "playbooks/patch_workstations.yml"])
 def test_syntax(path):
     result = ansible_playbook("--syntax-check", path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

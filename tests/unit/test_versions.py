@@ -164,6 +164,30 @@ def broken(change):
     return catalogue_problems(cat, "orthanc")
 
 
+def test_display_drivers_are_checked_per_gpu():
+    def drivers(value):
+        return lambda o: o["1.12.7"].update(display_drivers=value)
+
+    where = "release_catalogue.orthanc['1.12.7'].display_drivers"
+    assert broken(drivers([{"gpu": "10de:1eb8", "packages": {"nvidia-driver": "535.183.01-1~deb12u1"}}])) == []
+    windows = {"path": "x.inf", "sha256": "a" * 64, "inf": "x.inf"}
+    assert broken(drivers([{"gpu": "10de:1eb8", "driver": windows}])) == []
+    (problem,) = broken(drivers({"gpu": "10de:1eb8"}))
+    assert problem.startswith(f"{where}: must be a list of {{gpu, packages}} or {{gpu, driver}}, got ")
+    assert broken(drivers([{"gpu": "10DE:1EB8", "packages": {"nvidia-driver": 535}}])) == [
+        f"{where}[0].gpu: must be the PCI vendor:device in lower-case hex (lspci -nn), such as 10de:1eb8, "
+        "got '10DE:1EB8'",
+        f"{where}[0].packages.nvidia-driver: must be a quoted Debian version, got 535",
+    ]
+    assert broken(drivers([{"gpu": "10de:1eb8"}])) == [
+        f"{where}[0]: must have exactly one of packages (Linux) or driver (Windows)"
+    ]
+    assert broken(drivers([{"gpu": "10de:1eb8", "driver": {"path": "x.inf", "sha256": "A1"}}])) == [
+        f"{where}[0].driver.inf: missing or not a string",
+        f"{where}[0].driver.sha256: must be 64 lower-case hex digits",
+    ]
+
+
 def test_schema_errors_are_named():
     assert broken(lambda o: o["1.12.7"].update(install_method="rpm")) == [
         "release_catalogue.orthanc['1.12.7'].install_method: unknown install method 'rpm'; "
@@ -192,7 +216,8 @@ def test_schema_errors_are_named():
     ]
     assert broken(lambda o: o["1.12.7"].update(min_ram_mb=1)) == [
         "release_catalogue.orthanc['1.12.7']: unknown key 'min_ram_mb'; known keys: artifacts, database_migration, "
-        "install_method, installer, migration_command, min_free_disk_mb, min_memory_mb, notes, os, os_release_upgrade, "
+        "display_drivers, install_method, installer, migration_command, min_free_disk_mb, min_memory_mb, notes, os, "
+        "os_release_upgrade, "
         "packages, post_commands, pre_commands, upgrade_from"
     ]
     assert broken(lambda o: o["1.10.1"].update(upgrade_from=["1.12.7"])) == [
@@ -200,7 +225,7 @@ def test_schema_errors_are_named():
         "1.10.1; a downgrade is not an upgrade path"
     ]
     assert catalogue_problems(LAB_CATALOGUE, "dcm4chee") == [
-        "release_catalogue has no product 'dcm4chee' (known: cu-ris, orthanc); add it (see docs/catalogue.md)"
+        "release_catalogue has no product 'dcm4chee' (known: cu-ris, dcmtk, orthanc); add it (see docs/catalogue.md)"
     ]
 
 

@@ -88,7 +88,7 @@ integration: deps venv images
 # The Molecule scenarios in two lanes at once (the machine's two cores): one after the other in
 # each lane, every scenario in exactly one (tools/molecule_lanes.sh refuses otherwise). The PACS
 # scenarios of lane 1 use the host mol-upgrade-pacs, those of lane 2 mol-pacs2.
-MOLECULE_LANES := "pacs_upgrade pacs_rollback ris_upgrade" "lab pacs_resume pacs_precheck_refusal ris_rollback"
+MOLECULE_LANES := "pacs_upgrade pacs_rollback ris_upgrade windows" "lab pacs_resume pacs_precheck_refusal ris_rollback"
 molecule: deps venv images artifacts
 	tools/molecule_lanes.sh $(MOLECULE_LANES)
 

@@ -64,10 +64,12 @@ upgrade: venv
 demo: lab-up
 	$(BIN)/ansible-playbook playbooks/upgrade_pacs.yml
 	$(BIN)/ansible-playbook playbooks/upgrade_ris.yml
+	$(BIN)/ansible-playbook playbooks/patch_workstations.yml
 	$(BIN)/ansible-playbook playbooks/verify.yml
 	@echo
 	@echo "demo: upgrade evidence: $(CURDIR)/results/upgrade-latest-pacs1.json"
 	@echo "demo:                   $(CURDIR)/results/upgrade-latest-ris1.json"
+	@echo "demo: workstations:     $(CURDIR)/results/fleet-latest.json"
 	@echo "demo: health check:     $(CURDIR)/results/verify-latest.json"
 
 lint: venv
@@ -88,7 +90,7 @@ integration: deps venv images
 # The Molecule scenarios in two lanes at once (the machine's two cores): one after the other in
 # each lane, every scenario in exactly one (tools/molecule_lanes.sh refuses otherwise). The PACS
 # scenarios of lane 1 use the host mol-upgrade-pacs, those of lane 2 mol-pacs2.
-MOLECULE_LANES := "pacs_upgrade pacs_rollback ris_upgrade windows" "lab pacs_resume pacs_precheck_refusal ris_rollback"
+MOLECULE_LANES := "pacs_upgrade pacs_rollback ris_upgrade windows" "lab pacs_resume pacs_precheck_refusal ris_rollback workstations"
 molecule: deps venv images artifacts
 	tools/molecule_lanes.sh $(MOLECULE_LANES)
 

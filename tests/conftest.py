@@ -576,6 +576,8 @@ def aborting_echo_scp() -> PynetdicomPeer:
 
 # A-ABORT PDU: type 0x07, reserved, length 4, reserved, reserved, source 2 (provider), reason 0
 A_ABORT_PDU = bytes([0x07, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x02, 0x00])
+# A-ASSOCIATE-RJ: rejected-permanent (1), by the service user (1), called AE title not recognised (7).
+A_ASSOCIATE_RJ_PDU = bytes([0x03, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x01, 0x01, 0x07])
 
 
 @dataclass
@@ -583,6 +585,7 @@ class RawPeer:
     host: str
     port: int
     behaviour: str
+    connections: list = field(default_factory=list)  # one entry per accepted connection
 
 
 @pytest.fixture
@@ -590,7 +593,9 @@ def raw_peer():
     """Factory: ``raw_peer(behaviour)`` starts a TCP listener on loopback that
     ``"silent"``: accepts and never answers (association timeout),
     ``"abort"``: reads the A-ASSOCIATE-RQ and answers with an A-ABORT PDU,
-    ``"close"``: accepts and closes the connection at once."""
+    ``"close"``: accepts and closes the connection at once,
+    ``"close-then-reject"``: closes the first connection at once, then answers every association
+    request with an A-ASSOCIATE-RJ (called AE title not recognised) and closes."""
     servers = []
 
     def start(behaviour: str) -> RawPeer:
@@ -600,6 +605,7 @@ def raw_peer():
         listener.listen(8)
         stop = threading.Event()
         held = []
+        peer = RawPeer(LOOPBACK, listener.getsockname()[1], behaviour)
 
         def serve():
             listener.settimeout(0.1)
@@ -608,7 +614,14 @@ def raw_peer():
                     conn, _ = listener.accept()
                 except (TimeoutError, OSError):
                     continue
-                if behaviour == "silent":
+                peer.connections.append(time.monotonic())
+                if behaviour == "close-then-reject" and len(peer.connections) > 1:
+                    with contextlib.suppress(OSError):
+                        conn.settimeout(2)
+                        conn.recv(65536)
+                        conn.sendall(A_ASSOCIATE_RJ_PDU)
+                    conn.close()
+                elif behaviour == "silent":
                     held.append(conn)
                 elif behaviour == "abort":
                     with contextlib.suppress(OSError):
@@ -623,7 +636,7 @@ def raw_peer():
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         servers.append((listener, stop, thread, held))
-        return RawPeer(LOOPBACK, listener.getsockname()[1], behaviour)
+        return peer
 
     yield start
     for listener, stop, thread, held in servers:

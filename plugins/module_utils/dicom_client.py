@@ -565,7 +565,21 @@ class DicomClient:
             tune_socket(sock)
 
     def associate(self, contexts, *, ext_neg=None, evt_handlers=None):
-        """Open an association; returns (assoc, associate_ms). Raises DicomError on failure."""
+        """Open an association; returns (assoc, associate_ms). Raises DicomError on failure.
+
+        A peer that rejects the request sends an A-ASSOCIATE-RJ and closes the connection at once;
+        now and then pynetdicom handles the close before the RJ it received, and the rejection reads
+        as "closed without answering". Such an answer is asked for once more (an association
+        request changes nothing on the peer), so that the reason given is the peer's own.
+        """
+        try:
+            return self._associate_once(contexts, ext_neg=ext_neg, evt_handlers=evt_handlers)
+        except DicomError as exc:
+            if not getattr(exc, "closed_unanswered", False):
+                raise
+        return self._associate_once(contexts, ext_neg=ext_neg, evt_handlers=evt_handlers)
+
+    def _associate_once(self, contexts, *, ext_neg=None, evt_handlers=None):
         state = {"opened": False, "abort_pdu": None}
 
         def on_open(event):
@@ -657,11 +671,13 @@ class DicomClient:
                 "when it asks for a client certificate), or use its plain DICOM port",
             )
         hint = " (with TLS this usually means the peer refused the client certificate)" if self.tls_context else ""
-        return DicomError(
+        error = DicomError(
             REASON_ABORTED,
             f"association aborted: {self._peer()} closed the connection without answering the "
             f"association request{hint}",
         )
+        error.closed_unanswered = True
+        return error
 
     def _diagnose_connect_failure(self) -> DicomError:
         """Reproduce the TCP (and TLS) connect to name the exact reason."""

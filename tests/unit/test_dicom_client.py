@@ -223,6 +223,18 @@ def test_peer_closes_connection(raw_peer):
     with pytest.raises(dc.DicomError, match="closed the connection without answering") as exc:
         dc.build_client(params(port=peer.port)).echo()
     assert exc.value.reason == "aborted"
+    # Asked once more before saying so: two association requests, each followed by the TLS probe.
+    assert len(peer.connections) == 4
+
+
+def test_a_close_before_the_rejection_is_asked_again_and_the_rejection_reported(raw_peer):
+    """pynetdicom now and then handles the close of a rejecting peer before its A-ASSOCIATE-RJ; the
+    second request gets the peer's own reason (this peer closes its first connection unanswered)."""
+    peer = raw_peer("close-then-reject")
+    with pytest.raises(dc.DicomError, match="called AE title not recognised") as exc:
+        dc.build_client(params(port=peer.port)).echo()
+    assert exc.value.reason == "association_rejected"
+    assert len(peer.connections) == 3  # the first request, its TLS probe, the second request
 
 
 def test_abort_during_echo(aborting_echo_scp):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import socket
@@ -113,3 +114,19 @@ def run_module(module, args: dict, check_mode: bool = False) -> dict:
     return result
 
 
+def run_playbook_with_vars(inventory, playbook, variables: dict, vars_file, out, timeout: int):
+    """Run ``playbook`` with ``variables`` (written to ``vars_file``, given as ``-e @file``) and return
+    (the completed process, the JSON the playbook wrote to ``out``, or {} when it wrote none)."""
+    from pathlib import Path as _Path
+
+    out = _Path(out)
+    out.unlink(missing_ok=True)
+    _Path(vars_file).write_text(json.dumps(variables))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(
+        [str(_Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook),
+         "-e", f"@{vars_file}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    facts = json.loads(out.read_text()) if out.exists() else {}
+    return proc, facts

@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from support import run_playbook_with_vars
 
 REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PORT = 13142
 URL = f"http://127.0.0.1:{PORT}"
 SERVICE = "apt-cacher-ng"
@@ -119,19 +119,10 @@ class Cache:
         playbook = self.base / "package_cache.yml"
         playbook.write_text(PLAYBOOK)
         out = self.base / "out.json"
-        out.unlink(missing_ok=True)
         variables = {"pc_action": action, "pc_out": str(out),
                      # the workstation's drop-in goes to the test's apt configuration, not the machine's
                      "__package_cache_client_conf": str(self.client_conf), **extra}
-        extra_vars = self.base / "vars.json"
-        extra_vars.write_text(json.dumps(variables))
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-        proc = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), "-e", f"@{extra_vars}"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
-        )
-        facts = json.loads(out.read_text()) if out.exists() else {}
-        return proc, facts
+        return run_playbook_with_vars(inventory, playbook, variables, self.base / "vars.json", out, timeout=600)
 
 
 def changed_count(proc: subprocess.CompletedProcess) -> int:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import run_playbook_with_vars
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "release_artifact.yml"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
 def build_archive(path: Path, version: str, extra: list[tarfile.TarInfo] | None = None, top: str | None = None):
@@ -87,23 +87,13 @@ class Site:
         inventory.write_text(yaml.safe_dump({"all": {"hosts": {"rahost": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
         out = self.tmp / "out.json"
-        if out.exists():
-            out.unlink()
         variables = {
             "ra_action": action, "ra_out": str(out), "release_catalogue": self.catalogue,
             "release_artifact_product": "demo", "release_artifact_version": version,
             "release_artifact_store": str(self.store), "release_artifact_install_dir": str(self.install),
             "release_artifact_owner": "root", "release_artifact_group": "root", **extra,
         }
-        extra_vars = self.tmp / "vars.json"
-        extra_vars.write_text(json.dumps(variables))
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-        proc = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(PLAYBOOK), "-e", f"@{extra_vars}"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-        )
-        facts = json.loads(out.read_text()) if out.exists() else {}
-        return proc, facts
+        return run_playbook_with_vars(inventory, PLAYBOOK, variables, self.tmp / "vars.json", out, timeout=300)
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
-"""The Molecule scenarios' published ports: below Linux's ephemeral range, and shared only within a lane.
+"""The Molecule scenarios' published ports and container names: ports below Linux's ephemeral range,
+and a port or a container name shared only within a lane.
 
 A port in the ephemeral range (32768-60999 by default) can be held at any moment by an outgoing
 connection of the same machine (the lanes' modalities, ordering systems and probes open thousands);
 podman then cannot publish it and the scenario's create fails (CI failed so: 127.0.0.1:33242). Two
-scenarios of different lanes run at the same time and must not publish the same port."""
+scenarios of different lanes run at the same time and must not publish the same port, nor name a
+container alike (podman names containers after their platform: the second create would fail, or a
+destroy would remove the other lane's host)."""
 
 from __future__ import annotations
 
@@ -45,3 +48,17 @@ def test_a_port_is_shared_only_by_scenarios_of_one_lane():
     for port, users in published().items():
         in_lanes = {lane_of.get(scenario) for scenario, _ in users}
         assert len(in_lanes) == 1, f"port {port} is published by {users}, which run in different lanes"
+
+
+def test_a_container_name_is_shared_only_by_scenarios_of_one_lane():
+    lane_of = {scenario: i for i, lane in enumerate(lanes()) for scenario in lane}
+    names = {}
+    for config in sorted((REPO / "molecule").glob("*/molecule.yml")):
+        for platform in yaml.safe_load(config.read_text()).get("platforms") or []:
+            names.setdefault(platform["name"], set()).add(config.parent.name)
+    assert names, "no platform found: the scan is broken"
+    for name, scenarios in names.items():
+        in_lanes = {lane_of.get(scenario) for scenario in scenarios}
+        assert len(in_lanes) == 1, (
+            f"container {name} is a platform of {sorted(scenarios)}, which run in different lanes"
+        )

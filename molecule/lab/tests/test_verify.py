@@ -7,8 +7,8 @@ EXPECTED = {
     "mol-pacs1": {"dicom_echo", "pacs_info", "dicom_query_studies", "dicom_roundtrip"},
     "mol-ris1": {"worklist_echo", "hl7_order_ack", "order_in_worklist", "hl7_cancel_ack", "cancelled_order_gone",
                  "workflow"},
-    "mol-ws1": {"pacs_echo_from_workstation", "image_load", "viewer_version", "held_packages"},
-    "mol-ws2": {"pacs_echo_from_workstation", "image_load", "viewer_version", "held_packages"},
+    "mol-lab-ws1": {"pacs_echo_from_workstation", "image_load", "viewer_version", "held_packages"},
+    "mol-lab-ws2": {"pacs_echo_from_workstation", "image_load", "viewer_version", "held_packages"},
 }
 
 

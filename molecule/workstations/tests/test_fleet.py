@@ -9,6 +9,7 @@ import testlib
 
 testinfra_hosts = ["ansible://workstations_linux"]
 FLEET = [f"mol-ws{i}" for i in range(1, 7)]
+RUNS = ["run1-locked", "run2-threshold", "run3-released", "run4-idempotence"]
 
 
 def run(name):
@@ -27,7 +28,8 @@ def test_run1_the_locked_workstation_fails_alone_and_both_batches_run(host):
     del host
     first = run("run1-locked")
     assert first["rc"] != 0, "a refused workstation must fail the run"
-    assert outcomes("run1-locked") == {h: ("refused" if h == "mol-ws2" else "upgraded") for h in FLEET}
+    expected = {h: "upgraded" for h in FLEET} | {"mol-ws2": "refused", "mol-ws5": "rolled_back"}
+    assert outcomes("run1-locked") == expected
     ws2 = next(w for w in first["fleet"]["workstations"] if w["host"] == "mol-ws2")
     assert "dpkg is locked by process" in ws2["message"] and "lock-frontend" in ws2["message"]
 
@@ -51,11 +53,35 @@ def test_run3_the_released_workstation_is_patched_and_run4_changes_nothing(host)
     del host
     third, fourth = run("run3-released"), run("run4-idempotence")
     assert third["rc"] == 0, third["stdout"][-3000:]
-    assert outcomes("run3-released") == {h: ("upgraded" if h == "mol-ws2" else "already_current") for h in FLEET}
+    assert outcomes("run3-released") == {
+        h: ("upgraded" if h in ("mol-ws2", "mol-ws5") else "already_current") for h in FLEET
+    }
     assert fourth["rc"] == 0, fourth["stdout"][-3000:]
     assert set(outcomes("run4-idempotence").values()) == {"already_current"}
     recap = [line for line in fourth["stdout"].splitlines() if re.match(r"mol-ws\d+ ", line)]
     assert len(recap) == 6 and all(" changed=0 " in line for line in recap), recap
+
+
+def test_run1_the_workstation_failing_its_verification_is_rolled_back_to_every_package_before(host):
+    """mol-ws5's verification after a real switch failed (the injected fault): the flow reverted its
+    snapshot, verified it again, and every package is at its version before the run."""
+    del host
+    ws5 = next(w for w in run("run1-locked")["fleet"]["workstations"] if w["host"] == "mol-ws5")
+    assert "3.6.7-injected-fault" in ws5["message"], ws5
+    assert ws5["changes"] > 0, "the fault must come after a real switch that installed packages"
+    run_id = run("run1-locked")["fleet"]["run"]["id"]
+    record = json.loads((testlib.RESULTS / f"upgrade-{run_id}" / "mol-ws5.json").read_text())
+    assert record["outcome"] == "rolled_back"
+    assert record["snapshot"]["id"] and record["snapshot_reverted"]
+    after_switch = {c["check"]: c["status"] for c in record["verification"]}
+    assert after_switch["viewer_version"] == "failed", after_switch
+    after_rollback = {c["check"]: c["status"] for c in record["rollback_verification"]}
+    assert after_rollback and set(after_rollback.values()) == {"passed"}, after_rollback
+    before = (testlib.EPHEMERAL / "mol-ws5-packages-before.txt").read_text()
+    after = (testlib.EPHEMERAL / "mol-ws5-packages-run1-locked.txt").read_text()
+    assert after == before, "mol-ws5's packages after its rollback differ from those before the run"
+    patched = (testlib.EPHEMERAL / "mol-ws5-packages-run3-released.txt").read_text()
+    assert patched != before, "mol-ws5 was not patched once the fault was gone"
 
 
 def test_security_updates_applied_and_the_held_packages_unmoved(host):
@@ -78,15 +104,17 @@ def test_security_updates_applied_and_the_held_packages_unmoved(host):
 def test_apts_history_agrees_with_the_evidence(host):
     """apt's own log of the patch run lists exactly the packages the evidence says were installed."""
     name = host.backend.get_hostname()
-    switches = [json.loads(e.read_text()) for e in testlib.RESULTS.glob(f"upgrade-*/{name}.json")]
+    # Only this converge's runs: an interrupted earlier converge may have left its records in the results.
+    records = [testlib.RESULTS / f"upgrade-{run(r)['fleet']['run']['id']}" / f"{name}.json" for r in RUNS]
+    switches = [json.loads(e.read_text()) for e in records if e.exists()]
     switches = [s for s in switches if s.get("outcome") == "upgraded"]
     assert len(switches) == 1, f"{name} was patched {len(switches)} times"
     recorded = {p["name"]: p["to"] for p in switches[0]["switch"]["packages"]}
     history = host.file("/var/log/apt/history.log").content_string
-    run = [block for block in history.split("\n\n") if "--no-download" in block]
-    assert len(run) == 1, "the patch run's apt-get install is not in apt's history exactly once"
+    patch_runs = [block for block in history.split("\n\n") if "--no-download" in block]
+    assert len(patch_runs) == 1, "the patch run's apt-get install is not in apt's history exactly once"
     upgraded = {}
-    for line in run[0].splitlines():
+    for line in patch_runs[0].splitlines():
         if line.startswith(("Upgrade: ", "Install: ")):
             for item in line.split(": ", 1)[1].split("), "):
                 pkg, versions = item.split(" (", 1)

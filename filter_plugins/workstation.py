@@ -22,19 +22,26 @@ def _tail(text, limit=400) -> str:
     return " ".join(str(text or "").split())[-limit:]
 
 
-def workstation_linux_discovery(facts, product, update=None) -> dict:
+def workstation_linux_discovery(facts, product, update=None, package_manager="apt") -> dict:
     """PRE-005 for a workstation: the viewer's version (the product package's upstream version) and
     every change the run would make (``pending_changes``: one line per package of apt's plan).
 
     A workstation is current when its viewer is at the target and apt's plan is empty, so the flow
-    patches a workstation whose viewer is current but which has pending updates."""
+    patches a workstation whose viewer is current but which has pending updates. ``update`` is the
+    metadata refresh (apt-get update, or dnf makecache with ``package_manager`` dnf)."""
     facts = facts if isinstance(facts, dict) else {}
     problems = []
     if update is not None and update.get("rc", 0) != 0:
+        refresh, fix = {
+            "dnf": ("dnf makecache", "check the workstation's dnf repositories (/etc/yum.repos.d)"),
+        }.get(
+            package_manager,
+            ("apt-get update", "check the workstation's apt sources and the site package cache "
+             "(workstation_linux_package_cache_url)"),
+        )
         problems.append(
-            "apt-get update failed (exit {}): {}; check the workstation's apt sources and the site package "
-            "cache (workstation_linux_package_cache_url)".format(
-                update.get("rc"), _tail(update.get("stderr") or update.get("stdout"))
+            "{} failed (exit {}): {}; {}".format(
+                refresh, update.get("rc"), _tail(update.get("stderr") or update.get("stdout")), fix
             )
         )
     if facts.get("failed"):

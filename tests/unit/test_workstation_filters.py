@@ -48,6 +48,14 @@ def test_discovery_problems_say_what_to_fix():
     assert failed["problems"] == ["workstation_linux_facts failed: apt-get -s failed"]
 
 
+def test_a_dnf_metadata_refresh_that_fails_is_named_as_dnfs():
+    found = ws.workstation_linux_discovery(
+        FACTS, "dcmtk", {"rc": 1, "stderr": "Error: Failed to download metadata for repo 'baseos'"}, "dnf"
+    )
+    assert found["problems"][0].startswith("dnf makecache failed (exit 1): Error: Failed to download metadata")
+    assert "/etc/yum.repos.d" in found["problems"][0] and "apt" not in found["problems"][0]
+
+
 def test_switched_compares_what_is_installed_with_the_plan():
     lines = ["libssl3\t3.0.22-1~deb12u2", "libdcmtk17\t3.6.7-9~deb12u4", "dcmtk\t3.6.7-9~deb12u4"]
     done = ws.workstation_linux_switched(PLAN, lines, "dcmtk", {"required": False}, "0:00:12.345678")

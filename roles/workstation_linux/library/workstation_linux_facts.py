@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: workstation_linux_facts
-short_description: What a Debian radiology workstation has, and the plan of its patch run (read-only)
+short_description: What a Linux radiology workstation has, and the plan of its patch run (read-only)
 description:
   - The hardware (PCI display controllers from sysfs with their vendor:device and the kernel driver in
     use, memory, free disk), whether dpkg is locked and by which process, whether a reboot is pending,
@@ -18,9 +18,10 @@ description:
   - The plan is every upgrade the policy admits (C(security) takes only upgrades whose candidate comes
     from a security suite, C(all) every upgrade, C(none) none), never a held package, plus the catalogue
     packages at their exact versions; apt then simulates that one install to add the dependencies it needs.
-  - Every reason not to go ahead is a sentence in C(problems), saying what to fix: dpkg locked, a
-    removal in the plan, a held package the plan would move, a display driver the catalogue does not
-    list for the GPU found.
+  - Every reason not to go ahead is a sentence in C(problems) that says what to fix (dpkg, or dnf/rpm,
+    locked; a removal in the plan; a held package the plan would move; a display driver the catalogue
+    does not list for the GPU found; with dnf, a catalogue version no enabled repository has).
+  - The same facts and plan, with the same keys, for dnf (RHEL, Rocky, AlmaLinux; see I(package_manager)).
 options:
   updates:
     description: Which OS updates to take.
@@ -38,7 +39,7 @@ options:
     default: []
   display_drivers:
     description:
-      - The catalogue entry's display drivers, each C({gpu: "vvvv:dddd", packages: {name: version}}).
+      - 'The catalogue entry''s display drivers, each C({gpu: "vvvv:dddd", packages: {name: version}}).'
     type: list
     elements: dict
     default: []
@@ -53,9 +54,25 @@ options:
     type: path
     default: /sys
   dpkg_lock:
-    description: dpkg's front-end lock file.
+    description: dpkg's front-end lock file (apt only).
     type: path
     default: /var/lib/dpkg/lock-frontend
+  package_manager:
+    description:
+      - C(apt) (Debian) or C(dnf) (RHEL, Rocky, AlmaLinux; dnf 4). C(auto) takes apt when C(apt-get) is
+        found, else dnf. The role passes the package manager of the host's facts.
+      - With dnf the plan is dnf's own resolution (its Python API, as C(ansible.builtin.dnf) uses it,
+        from the metadata in dnf's cache, plugins not loaded, so versionlock does not hide the
+        catalogue's versions); the held packages are I(hold) plus the names in versionlock's list; the
+        lock is dnf's C(rpmdb_lock.pid) (a live pid) or rpm's C(.rpm.lock) (an fcntl lock); a pending
+        reboot is C(dnf needs-restarting -r) exiting 1. Versions are C([epoch:]version-release).
+    type: str
+    choices: [auto, apt, dnf]
+    default: auto
+  installroot:
+    description: dnf only; the root dnf and rpm work in, as ansible.builtin.dnf's installroot (tests).
+    type: path
+    default: /
 """
 
 RETURN = r"""
@@ -66,7 +83,10 @@ gpus:
 hardware_report: {description: One sentence for the evidence, type: str, returned: always}
 memory_mb: {description: Total memory, type: int, returned: always}
 disk_free_mb: {description: Free MB on / and /var, type: dict, returned: always}
-dpkg_lock: {description: "{held, pid, command}", type: dict, returned: always}
+dpkg_lock:
+  description: "{held, pid, command} of dpkg's lock (apt), or of dnf's or rpm's (dnf)"
+  type: dict
+  returned: always
 reboot: {description: "{required, packages}", type: dict, returned: always}
 installed:
   description: Installed version of each catalogue, held and driver package (null when absent).
@@ -81,12 +101,15 @@ driver_packages: {description: The display driver packages to install at their v
 problems: {description: Reasons not to go ahead, each saying what to fix, type: list, returned: always}
 """
 
+import configparser
 import fcntl
 import os
 import re
+import shutil
 import struct
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.respawn import has_respawned, probe_interpreters_for_module, respawn_module
 
 # `Inst libssl3 [3.0.19-1~deb12u2] (3.0.22-1~deb12u2 Debian-Security:12/oldstable-security [amd64])`
 INST = re.compile(r"^Inst (?P<name>\S+) (?:\[(?P<old>[^\]]+)\] )?\((?P<new>\S+) (?P<origin>[^\[]*?)\s*\[[^\]]*\]\)")
@@ -340,6 +363,274 @@ class Facts:
         }
 
 
+# ---- dnf (RHEL, Rocky, AlmaLinux) ------------------------------------------------------------------
+DNF_INTERPRETERS = ["/usr/libexec/platform-python", "/usr/bin/python3", "/usr/bin/python"]
+NEEDS_RESTARTING_ITEM = re.compile(r"^\s*\*\s+(?P<name>\S+)")
+
+
+def rpm_evr(epoch, version, release) -> str:
+    """An RPM version as the catalogue writes it: [epoch:]version-release, the epoch left out when 0."""
+    epoch = str(epoch or "0")
+    return f"{version}-{release}" if epoch == "0" else f"{epoch}:{version}-{release}"
+
+
+def versionlock_names(text: str) -> list:
+    """The package names versionlock's list locks (`name-epoch:version-release.*`, as `dnf versionlock add`
+    writes them, or a bare name). `!` lines exclude versions: they lock no package."""
+    names = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#") or entry.startswith("!"):
+            continue
+        entry = entry.removesuffix(".*")
+        parts = entry.rsplit("-", 2)
+        name = parts[0] if len(parts) == 3 and re.match(r"^(\d+:)?\d", parts[1]) else entry
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def parse_needs_restarting(rc: int, text: str) -> dict:
+    """`dnf needs-restarting -r`: exit 1 when a reboot is needed, listing the core packages updated since boot."""
+    packages = [m.group("name") for m in map(NEEDS_RESTARTING_ITEM.match, text.splitlines()) if m]
+    return {"required": rc == 1, "packages": packages if rc == 1 else []}
+
+
+def pid_file_holder(path: str) -> dict:
+    """dnf 4's process lock (dnf/lock.py): a file holding the pid of the dnf that runs, removed when it
+    ends; a pid whose process is gone is a stale file dnf itself takes over."""
+    text = read(path)
+    if not text:
+        return {"held": False, "pid": None, "command": None}
+    try:
+        pid = int(text)
+    except ValueError:
+        return {"held": None, "pid": None, "command": None, "error": f"{path} does not hold a pid: {text[:40]!r}"}
+    if not os.path.exists(f"/proc/{pid}"):
+        return {"held": False, "pid": None, "command": None}
+    command = read(f"/proc/{pid}/cmdline").replace("\x00", " ").strip() or None
+    return {"held": True, "pid": pid, "command": command}
+
+
+def in_root(root: str, path: str) -> str:
+    if root in ("", "/") or path.startswith(root.rstrip("/") + "/"):
+        return path
+    return os.path.join(root, path.lstrip("/"))
+
+
+class DnfFacts(Facts):
+    """The same facts and plan as Facts, from dnf: its resolver (the API ansible.builtin.dnf uses) gives
+    the plan's exact versions, read-only, from the metadata `dnf makecache` left in dnf's cache."""
+
+    def __init__(self, module):
+        super().__init__(module)
+        try:
+            import dnf  # noqa: F401 - only on the workstation's system Python
+        except ImportError:
+            if not has_respawned():
+                interpreter = probe_interpreters_for_module(DNF_INTERPRETERS, "dnf")
+                if interpreter:
+                    respawn_module(interpreter)
+            tried = ", ".join(DNF_INTERPRETERS)
+            module.fail_json(msg=f"no Python with dnf's bindings (tried {tried}): install python3-dnf")
+
+    def base(self):
+        """A dnf Base configured as the dnf command configures itself (dnf/cli/cli.py _read_conf_file):
+        configuration and repositories inside the installroot first; cache only; no plugin loaded."""
+        import dnf
+
+        root = self.p["installroot"]
+        base = dnf.Base(dnf.conf.Conf())  # as the dnf command: releasever from the installroot, not the host
+        conf = base.conf
+        conf.installroot = root
+        conf._search_inside_installroot("config_file_path")
+        conf.read(priority=dnf.conf.PRIO_MAINCONFIG)
+        from_root = conf._search_inside_installroot("reposdir")
+        conf.substitutions.update_from_etc(from_root, varsdir=conf._get_value("varsdir"))
+        releasever = dnf.rpm.detect_releasever(root) if conf.releasever is None else None
+        if releasever is not None:
+            conf.releasever = releasever
+        for opt in ("cachedir", "logdir", "persistdir"):
+            conf.prepend_installroot(opt)
+        conf.cacheonly = True
+        base.read_all_repos()
+        try:
+            base.fill_sack(load_system_repo=True, load_available_repos=True)
+        except dnf.exceptions.Error as exc:
+            self.module.fail_json(msg=f"dnf cannot read its cached metadata (run dnf makecache): {exc}")
+        return base
+
+    def resolve(self, base, what):
+        import dnf
+
+        try:
+            base.resolve(allow_erasing=False)
+        except dnf.exceptions.Error as exc:
+            detail = " ".join(str(exc).split())[-600:]
+            self.module.fail_json(msg=f"dnf cannot resolve {what} (changes nothing): {detail}")
+        installed = {}
+        for pkg in base.sack.query().installed():
+            if pkg.name not in installed or pkg.evr_gt(installed[pkg.name]):
+                installed[pkg.name] = pkg
+        security = base.sack.query().available().filter(advisory_type="security")
+        installs, removals, new_names = [], [], set()
+        for pkg in sorted(base.transaction.install_set, key=lambda p: p.name):
+            old = installed.get(pkg.name)
+            new_names.add(pkg.name)
+            installs.append(
+                {
+                    "name": pkg.name,
+                    "from": rpm_evr(old.epoch, old.version, old.release) if old else None,
+                    "to": rpm_evr(pkg.epoch, pkg.version, pkg.release),
+                    "origin": pkg.reponame,
+                    "security": any(
+                        fix.name == pkg.name and fix.evr_cmp(pkg) <= 0 and (old is None or fix.evr_gt(old))
+                        for fix in security.filter(name=pkg.name)
+                    ),
+                    "_pkg": pkg,
+                }
+            )
+        for pkg in sorted(base.transaction.remove_set, key=lambda p: p.name):
+            if pkg.name not in new_names:
+                removals.append({"name": pkg.name, "from": rpm_evr(pkg.epoch, pkg.version, pkg.release)})
+        return {"installs": installs, "removals": removals}
+
+    def versionlocked(self, base) -> list:
+        """The names in versionlock's list (the plugin's configuration in pluginconfpath, its list path)."""
+        parser = configparser.ConfigParser()
+        for confdir in base.conf.pluginconfpath:
+            parser.read(os.path.join(confdir, "versionlock.conf"))
+        if not parser.has_option("main", "locklist"):
+            return []
+        return versionlock_names(read(parser.get("main", "locklist")))
+
+    def lock(self, base) -> dict:
+        import rpm
+
+        holder = pid_file_holder(os.path.join(base.conf.persistdir, "rpmdb_lock.pid"))
+        if holder["held"] is False:
+            holder = lock_holder(in_root(self.p["installroot"], rpm.expandMacro("%{_rpmlock_path}")))
+        return holder
+
+    def reboot(self) -> dict:
+        dnf_cmd = shutil.which("dnf") or "dnf"
+        rc, out, err = self.module.run_command(
+            [dnf_cmd, "-q", f"--installroot={self.p['installroot']}", "needs-restarting", "-r"], environ_update=APT_ENV
+        )
+        if rc not in (0, 1):
+            self.module.warn(
+                f"dnf needs-restarting -r failed (exit {rc}): {' '.join((err or out).split())[-300:]}; install "
+                "dnf-plugins-core (dnf-utils) to detect a pending reboot"
+            )
+        return parse_needs_restarting(rc, out)
+
+    def gather(self):
+        p = self.p
+        problems = []
+        gpus = display_controllers(p["sysfs_root"])
+        memory = memory_mb()
+        disk = {"/": free_mb("/"), "/var": free_mb("/var")}
+        base = self.base()
+        lock = self.lock(base)
+        if lock["held"]:
+            problems.append(
+                f"dnf/rpm is locked by process {lock['pid']} ({lock['command'] or 'command unknown'}): another package "
+                "run is under way (dnf-automatic, a user's dnf); wait for it to end, or stop it, then run again"
+            )
+        elif lock["held"] is None:
+            problems.append(f"cannot read dnf's or rpm's lock: {lock['error']}")
+        drivers, driver_problems = driver_plan(gpus, p["display_drivers"], p["display_driver"])
+        problems += driver_problems
+        pins = dict(p["packages"] or {})
+        pins.update(drivers)
+        hold = (set(p["hold"]) | set(self.versionlocked(base))) - set(pins)
+        installed_pkgs = {}
+        for pkg in base.sack.query().installed().filter(name=sorted(set(pins) | hold)):
+            if pkg.name not in installed_pkgs or pkg.evr_gt(installed_pkgs[pkg.name]):
+                installed_pkgs[pkg.name] = pkg
+        installed = {
+            name: rpm_evr(installed_pkgs[name].epoch, installed_pkgs[name].version, installed_pkgs[name].release)
+            if name in installed_pkgs
+            else None
+            for name in sorted(set(pins) | hold)
+        }
+
+        # Every upgrade dnf would make (`dnf upgrade`, or `dnf upgrade --security`: to the newest version
+        # once an advisory of type security applies), then the policy's choice without the held packages.
+        if p["updates"] == "security":
+            base.add_security_filters("gte", ("security",))
+        base.upgrade_all()
+        candidates = self.resolve(base, "the upgrades")["installs"] if p["updates"] != "none" else []
+        # versionlock is not loaded: a catalogue package moves to its catalogue version only, never by policy.
+        upgrades = select_upgrades(candidates, p["updates"], hold | set(pins))
+        wanted = {item["name"]: item["to"] for item in upgrades}
+        specs = {item["name"]: f"{item['name']}-{item['to']}.{item['_pkg'].arch}" for item in upgrades}
+        base.reset(goal=True)
+        base.reset_security_filters()
+        for name, version in sorted(pins.items()):
+            if installed.get(name) != version:
+                wanted[name] = version
+                specs[name] = f"{name}-{version}"
+        specs = [specs[name] for name in sorted(specs)]
+        plan, download = {"installs": [], "removals": []}, 0
+        if specs:
+            import dnf
+
+            for spec in specs:
+                try:
+                    base.install(spec)
+                except dnf.exceptions.MarkingError:
+                    problems.append(
+                        f"{spec} is in no enabled repository (dnf makecache ran): check the catalogue's version "
+                        "(dnf list --showduplicates) and the workstation's repositories"
+                    )
+            plan = self.resolve(base, " ".join(specs))
+            download = sum(
+                item["_pkg"].downloadsize or 0
+                for item in plan["installs"]
+                if not os.path.exists(item["_pkg"].localPkg())
+            )
+        for item in plan["installs"]:
+            del item["_pkg"]
+            item["reason"] = (
+                "catalogue" if item["name"] in pins else ("policy" if item["name"] in wanted else "dependency")
+            )
+        moved = sorted(item["name"] for item in plan["installs"] if item["name"] in hold)
+        if moved:
+            problems.append(
+                f"the plan would move held package(s) {', '.join(moved)}; name them in the catalogue entry "
+                "to move them, or find which upgrade depends on them (dnf install --assumeno)"
+            )
+        if plan["removals"]:
+            problems.append(
+                "the plan would remove "
+                + ", ".join(r["name"] for r in plan["removals"])
+                + ": a patch run never removes "
+                "packages; resolve the conflict by hand or in the catalogue"
+            )
+        base.close()
+        return {
+            "changed": False,
+            "gpus": gpus,
+            "hardware_report": hardware_report(gpus, memory, disk),
+            "memory_mb": memory,
+            "disk_free_mb": disk,
+            "dpkg_lock": lock,
+            "reboot": self.reboot(),
+            "installed": installed,
+            "plan": plan["installs"],
+            "plan_download_bytes": download,
+            "driver_packages": drivers,
+            "problems": problems,
+        }
+
+
+def package_manager(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "apt" if shutil.which("apt-get") else ("dnf" if shutil.which("dnf") else "apt")
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -350,9 +641,13 @@ def main():
             display_driver=dict(type="str", default=""),
             sysfs_root=dict(type="path", default="/sys"),
             dpkg_lock=dict(type="path", default="/var/lib/dpkg/lock-frontend"),
+            package_manager=dict(type="str", choices=["auto", "apt", "dnf"], default="auto"),
+            installroot=dict(type="path", default="/"),
         ),
         supports_check_mode=True,
     )
+    if package_manager(module.params["package_manager"]) == "dnf":
+        module.exit_json(**DnfFacts(module).gather())
     module.exit_json(**Facts(module).gather())
 
 

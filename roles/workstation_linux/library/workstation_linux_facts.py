@@ -271,6 +271,30 @@ def hardware_report(gpus: list, memory: int, disk: dict) -> str:
     return f"{cards}; {memory} MB of memory; {disk['/']} MB free on /, {disk['/var']} MB on /var"
 
 
+
+def judge_plan(plan, pins, wanted, hold, simulate) -> list:
+    """Why each package of the plan is in it (catalogue, policy or dependency), set on the plan's
+    installs; and the plan's problems: a held package that would move, a package that would be removed.
+    simulate: the package manager's command that shows the plan, named in the message."""
+    for item in plan["installs"]:
+        item["reason"] = (
+            "catalogue" if item["name"] in pins else ("policy" if item["name"] in wanted else "dependency")
+        )
+    problems = []
+    moved = sorted(item["name"] for item in plan["installs"] if item["name"] in hold)
+    if moved:
+        problems.append(
+            f"the plan would move held package(s) {', '.join(moved)}; name them in the catalogue entry "
+            f"to move them, or find which upgrade depends on them ({simulate})"
+        )
+    if plan["removals"]:
+        problems.append(
+            "the plan would remove "
+            + ", ".join(r["name"] for r in plan["removals"])
+            + ": a patch run never removes packages; resolve the conflict by hand or in the catalogue"
+        )
+    return problems
+
 class Facts:
     def __init__(self, module):
         self.module = module
@@ -325,23 +349,7 @@ class Facts:
             install = ["install", "--no-install-recommends"] + [f"{n}={v}" for n, v in sorted(wanted.items())]
             plan = parse_simulation(self.apt(install))
             download = parse_print_uris(self.apt(["-qq"] + install, mode="--print-uris"))
-        for item in plan["installs"]:
-            item["reason"] = (
-                "catalogue" if item["name"] in pins else ("policy" if item["name"] in wanted else "dependency")
-            )
-        moved = sorted(item["name"] for item in plan["installs"] if item["name"] in hold)
-        if moved:
-            problems.append(
-                f"the plan would move held package(s) {', '.join(moved)}; name them in the catalogue entry "
-                "to move them, or find which upgrade depends on them (apt-get -s install)"
-            )
-        if plan["removals"]:
-            problems.append(
-                "the plan would remove "
-                + ", ".join(r["name"] for r in plan["removals"])
-                + ": a patch run never removes "
-                "packages; resolve the conflict by hand or in the catalogue"
-            )
+        problems += judge_plan(plan, pins, wanted, hold, "apt-get -s install")
         reboot_file = read("/run/reboot-required")
         reboot_pkgs = read("/run/reboot-required.pkgs").split()
         return {
@@ -592,22 +600,7 @@ class DnfFacts(Facts):
             )
         for item in plan["installs"]:
             del item["_pkg"]
-            item["reason"] = (
-                "catalogue" if item["name"] in pins else ("policy" if item["name"] in wanted else "dependency")
-            )
-        moved = sorted(item["name"] for item in plan["installs"] if item["name"] in hold)
-        if moved:
-            problems.append(
-                f"the plan would move held package(s) {', '.join(moved)}; name them in the catalogue entry "
-                "to move them, or find which upgrade depends on them (dnf install --assumeno)"
-            )
-        if plan["removals"]:
-            problems.append(
-                "the plan would remove "
-                + ", ".join(r["name"] for r in plan["removals"])
-                + ": a patch run never removes "
-                "packages; resolve the conflict by hand or in the catalogue"
-            )
+        problems += judge_plan(plan, pins, wanted, hold, "dnf install --assumeno")
         base.close()
         return {
             "changed": False,

@@ -209,6 +209,34 @@ def precheck_discovery(discovered, source="the discover entry point") -> dict:
     return record
 
 
+HOST_CHECKS = ("PRE-001", "PRE-002", "PRE-003", "PRE-004")
+
+
+def discovered_host_check(discovered, check_id, source="the discover entry point") -> dict:
+    """One of PRE-001 to PRE-004 as a product's discover made it (precheck_host_checks: discover).
+
+    A host that runs no Python modules (a Windows workstation) is read by its plug-in's own discover,
+    whose result carries host_checks: {check id: {problems: [str], summary: str, disk: [...]}}. A check
+    it did not make is a problem naming the entry point, never a pass."""
+    if check_id not in HOST_CHECKS:
+        raise AnsibleFilterError(f"discovered_host_check: {check_id!r} is not one of {', '.join(HOST_CHECKS)}")
+    checks = discovered.get("host_checks") if isinstance(discovered, dict) else None
+    check = checks.get(check_id) if isinstance(checks, dict) else None
+    if not isinstance(check, dict):
+        return {
+            "problems": [
+                f"{source} made no {check_id} (host_checks.{check_id} is missing from its result): the product's "
+                "discover must read the host when precheck_host_checks is discover"
+            ],
+            "summary": "",
+            "disk": [],
+        }
+    problems = check.get("problems")
+    problems = [str(p) for p in problems if str(p).strip()] if isinstance(problems, (list, tuple)) else []
+    disk = check.get("disk") if isinstance(check.get("disk"), list) else []
+    return {"problems": problems, "summary": str(check.get("summary") or ""), "disk": disk}
+
+
 def upgrade_needed(current, target, target_entry=None) -> bool:
     """False only when the current version is read, the target is catalogued and both are the same version.
 
@@ -594,6 +622,7 @@ class FilterModule:
             "reboot_problems": reboot_problems,
             "precheck_record": precheck_record,
             "precheck_discovery": precheck_discovery,
+            "discovered_host_check": discovered_host_check,
             "upgrade_needed": upgrade_needed,
             "target_problems": target_problems,
             "target_summary": target_summary,

@@ -41,7 +41,7 @@ CONTROLLER_FILE_VARIABLES = (
 BOOL_VARIABLES = ("pacs_server_allow_downgrade", "ris_server_allow_downgrade", "endpoint_dicom_tls",
                   "endpoint_rest_validate_certs")
 VERSION_VARIABLES = ("pacs_server_target_version", "pacs_server_installed_version", "ris_server_target_version",
-                     "ris_server_version", "workstation_linux_target_version")
+                     "ris_server_version", "workstation_linux_target_version", "workstation_windows_target_version")
 # Per group: the product of its hosts (variable, default) and its upgrade variables. A RIS target is
 # optional (a site may upgrade only its PACS); when set, it is checked like the PACS's.
 PRODUCTS = {
@@ -54,6 +54,11 @@ PRODUCTS = {
     "workstations_linux": {"product": ("workstation_linux_product", "dcmtk"),
                            "target": "workstation_linux_target_version",
                            "allow_downgrade": "workstation_linux_allow_downgrade", "installed": ()},
+    # The Windows workstations' viewer (the second play of playbooks/patch_workstations.yml); the
+    # product has no default: the site names its viewer's catalogue entry (an MSI).
+    "workstations_windows": {"product": ("workstation_windows_product", ""),
+                             "target": "workstation_windows_target_version",
+                             "allow_downgrade": "workstation_windows_allow_downgrade", "installed": ()},
 }
 
 
@@ -181,6 +186,9 @@ def _catalogue(hostvars, groups):
             catalogue, error = _get(hostvars, host, "release_catalogue")
             if error:
                 messages = [f"release_catalogue cannot be read ({error})"]
+            elif not _product(hostvars, host, group):
+                messages = [f"{PRODUCTS[group]['product'][0]} is not set; name the viewer's catalogue product "
+                            f"(group_vars/{group}.yml, see docs/workstations.md)"]
             else:
                 messages = catalogue_problems(None if catalogue is _UNSET else catalogue,
                                               _product(hostvars, host, group))

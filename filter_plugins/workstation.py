@@ -6,6 +6,9 @@
   workstation_linux_facts read and whether the package lists could be refreshed.
 * ``workstation_linux_switched``: the switch's result from the versions before and after.
 * ``fleet_summary``: every workstation of a fleet run with its outcome, those never attempted included.
+* ``windows_workstation_baseline`` / ``windows_workstation_compare``: dicom_verify's profile
+  workstation_windows (a C-ECHO of the viewer's PACS from the controller, the viewer's version and the
+  display adapters read by the workstation_windows role's discover).
 """
 
 from __future__ import annotations
@@ -305,6 +308,128 @@ def workstation_modalities(hosts, port=104) -> list:
     return [{"name": str(h), "aet": workstation_aet(h), "host": str(h), "port": int(port)} for h in hosts or []]
 
 
+def _controller_echo_check(echo, pacs) -> dict:
+    """dicom_echo's result (sent from the controller as the viewer): passed when it answered."""
+    echo = echo if isinstance(echo, dict) else {}
+    if not echo or echo.get("skipped"):
+        return _check(
+            "pacs_echo_from_controller",
+            False,
+            "no PACS to C-ECHO: set workstation_windows_pacs_host or put the PACS in the inventory group pacs",
+        )
+    ok = "status" in echo and "reason" not in echo and not echo.get("failed")
+    return _check(
+        "pacs_echo_from_controller",
+        ok,
+        f"{pacs} answers C-ECHO from the controller"
+        if ok
+        else f"{pacs} does not answer C-ECHO from the controller: {echo.get('reason') or 'error'}: "
+        f"{_tail(echo.get('msg'), 300)}",
+        {"latency_ms": echo.get("latency_ms")} if ok else {"reason": echo.get("reason")},
+        echo.get("latency_ms"),
+    )
+
+
+def _windows_gpus(discovered) -> list:
+    gpus = ((discovered or {}).get("hardware") or {}).get("gpus") or []
+    return [
+        {
+            "id": g.get("id"),
+            "name": g.get("name"),
+            "driver_version": g.get("driver_version"),
+            "driver_inf": g.get("driver_inf"),
+            "problem_code": g.get("problem_code") or 0,
+        }
+        for g in gpus
+        if isinstance(g, dict)
+    ]
+
+
+def _windows_read_check(discovered) -> dict | None:
+    discovered = discovered if isinstance(discovered, dict) else {}
+    if discovered.get("read"):
+        return None
+    problems = "; ".join(str(p) for p in discovered.get("problems") or []) or "the workstation could not be read"
+    return _check("workstation_read", False, problems)
+
+
+def windows_workstation_baseline(results, host="", recorded="", pacs="the PACS") -> dict:
+    """The baseline of a Windows workstation (profile workstation_windows): its PACS answers a C-ECHO
+    from the controller, and the viewer's version and the display adapters as the workstation_windows
+    role's discover read them. Returns {baseline, problems} like workstation_baseline."""
+    results = results or {}
+    discovered = results.get("discovered") or {}
+    echo = _controller_echo_check(results.get("echo"), pacs)
+    read = _windows_read_check(discovered)
+    problems = [c["message"] for c in (echo, read) if c and c["status"] == "failed"]
+    gpus = _windows_gpus(discovered)
+    baseline = {
+        "profile": "workstation_windows",
+        "host": host,
+        "recorded": recorded,
+        "version": discovered.get("version") or None,
+        "database_version": None,
+        "os": {k: (discovered.get("os") or {}).get(k) for k in ("caption", "build", "ubr", "release")},
+        "gpus": gpus,
+    }
+    baseline["summary"] = (
+        f"{pacs} answers C-ECHO from the controller: {echo['status']}; viewer "
+        f"{baseline['version'] or 'not installed'}; {len(gpus)} GPU(s): "
+        + (", ".join(f"{g['id']} {g['driver_version'] or '?'}" for g in gpus) or "none")
+    )
+    return {"baseline": baseline, "problems": problems}
+
+
+def windows_workstation_compare(results, baseline, expected_version="", product="", pacs="the PACS") -> list:
+    """The checks of a Windows workstation after a change, against its baseline: the same C-ECHO from
+    the controller, the viewer at the expected version (any catalogued version without one), and every
+    GPU of the baseline still there with no device problem (ConfigManagerErrorCode; 43: Windows
+    stopped it). Which driver each GPU runs is the catalogue's business: the workstation_windows
+    switch checks it (workstation_windows_compliance) before the verification."""
+    results = results or {}
+    baseline = baseline if isinstance(baseline, dict) else {}
+    discovered = results.get("discovered") or {}
+    checks = [_controller_echo_check(results.get("echo"), pacs)]
+    read = _windows_read_check(discovered)
+    if read:
+        return checks + [read]
+    version = discovered.get("version") or ""
+    expected = str(expected_version or "")
+    checks.append(
+        _check(
+            "viewer_version",
+            bool(version) and (not expected or version == expected),
+            f"{product or 'the viewer'} {version or 'not installed (no catalogued MSI product code found)'} "
+            f"(expected {expected or 'any catalogued version'})",
+            {"package": discovered.get("package"), "package_version": discovered.get("package_version")},
+        )
+    )
+    now = {g["id"]: g for g in _windows_gpus(discovered)}
+    wrong = [
+        f"GPU {g['id']} ({g.get('name') or 'unnamed'}) of the baseline is gone"
+        for g in baseline.get("gpus") or []
+        if isinstance(g, dict) and g.get("id") not in now
+    ]
+    wrong += [
+        f"GPU {g['id']} ({g['name'] or 'unnamed'}) reports device problem code {g['problem_code']} "
+        "(Device Manager; 43: Windows stopped the device)"
+        for g in now.values()
+        if g["problem_code"]
+    ]
+    checks.append(
+        _check(
+            "display_adapters",
+            not wrong,
+            "; ".join(wrong)
+            if wrong
+            else f"{len(now)} GPU(s) working: "
+            + (", ".join(f"{g['id']} {g['driver_version']}" for g in now.values()) or "none"),
+            {"gpus": list(now.values())},
+        )
+    )
+    return checks
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -315,4 +440,6 @@ class FilterModule:
             "workstation_compare": workstation_compare,
             "workstation_aet": workstation_aet,
             "workstation_modalities": workstation_modalities,
+            "windows_workstation_baseline": windows_workstation_baseline,
+            "windows_workstation_compare": windows_workstation_compare,
         }

@@ -288,6 +288,29 @@ def test_a_workstation_target_is_checked_when_set(tmp_path):
     assert not any(p.startswith("ws3") for p in problems), problems  # no target: nothing to check
 
 
+def test_a_windows_workstation_target_is_checked_when_set(tmp_path):
+    """The Windows workstations' viewer: no default product, so a target without one says to name it."""
+    hosts = GOOD + """\
+    workstations:
+      children:
+        workstations_windows:
+          hosts:
+            win1:
+              workstation_windows_target_version: "2.4.0"
+            win2:
+              workstation_windows_target_version: 2.4
+              workstation_windows_product: orthanc
+            win3:
+"""
+    result = run_preflight(write_inventory(tmp_path, hosts, CATALOGUE))
+    assert result.returncode != 0
+    problems = problems_of(result.stdout)
+    assert ("win1: workstation_windows_product is not set; name the viewer's catalogue product "
+            "(group_vars/workstations_windows.yml, see docs/workstations.md)") in problems, problems
+    assert any(p.startswith("win2: workstation_windows_target_version is a float (2.4)") for p in problems), problems
+    assert not any(p.startswith("win3") for p in problems), problems  # no target: nothing to check
+
+
 @pytest.mark.parametrize("path", ["playbooks/preflight.yml", "playbooks/site.yml", "playbooks/upgrade_pacs.yml",
                                   "playbooks/upgrade_ris.yml", "playbooks/patch_workstations.yml"])
 def test_syntax(path):

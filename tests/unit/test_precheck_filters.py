@@ -40,7 +40,7 @@ def test_filters_are_registered():
         "du_total_mb", "apt_download_mb", "disk_plan", "disk_problems", "os_support_problems", "memory_problems",
         "reboot_problems", "precheck_record", "precheck_discovery", "upgrade_needed", "target_problems",
         "target_summary", "podman_volume_paths", "podman_snapshot_estimate",
-        "disk_plan_merge",
+        "disk_plan_merge", "discovered_host_check",
     }
 
 

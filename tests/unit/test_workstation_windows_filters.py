@@ -267,14 +267,31 @@ def test_the_precheck_refuses_release_path_disk_and_memory():
     assert refusals[0] == (f"rad-ws-11 runs Microsoft Windows 11 Enterprise (build 20348, release 2022), and "
                            f"{WHERE}.os.major_versions is ['10', '11']: this viewer version is not catalogued for it")
     assert refusals[1:] == [
-        f"rad-ws-11 has 1000 MB free disk on the system drive, and {WHERE}.min_free_disk_mb is 2048 MB: free space or "
-        "choose another workstation",
-        f"rad-ws-11 has 4096 MB memory, and {WHERE}.min_memory_mb is 8192 MB: free space or choose another workstation"]
+        f"rad-ws-11 has 4096 MB memory, and {WHERE}.min_memory_mb is 8192 MB: choose another workstation, or add "
+        "memory",
+        f"rad-ws-11 has 1000 MB free disk on drive C:, and {WHERE}.min_free_disk_mb is 2048 MB: free space or "
+        "choose another workstation"]
     downgrade = discovered(adapters=[],
                            viewer=[{"product_id": NEW_CODE, "display_name": "CU Viewer", "display_version": "2.4.0"}])
     [refusal] = ww.workstation_windows_precheck(downgrade, CATALOGUE, PRODUCT, "2.3.0", "rad-ws-11")
     assert refusal.startswith("cu-viewer 2.4.0 is installed on rad-ws-11, and release_catalogue.cu-viewer['2.3.0']"
                               ".upgrade_from is empty: the path 2.4.0 -> 2.3.0 is not catalogued (a downgrade")
+
+
+def test_the_host_checks_are_the_flows_pre001_to_pre004_and_a_pending_reboot_is_pre003():
+    checks = ww.workstation_windows_host_checks(discovered(), CATALOGUE, PRODUCT, "2.4.0", "rad-ws-11")
+    assert sorted(checks) == ["PRE-001", "PRE-002", "PRE-003", "PRE-004"]
+    assert all(check["problems"] == [] for check in checks.values()), checks
+    [disk] = checks["PRE-004"]["disk"]
+    assert (disk["mount"], disk["needed_mb"], disk["available_mb"], disk["ok"]) == ("C:", 2048, 200000, True)
+    pending = ww.workstation_windows_host_checks(
+        dict(discovered(), reboot_pending=True), CATALOGUE, PRODUCT, "2.4.0", "rad-ws-11")
+    assert pending["PRE-003"]["problems"][0].startswith("a reboot is pending on rad-ws-11")
+    # This role's own precheck leaves a pending reboot to the flow's PRE-003 (and its override).
+    assert ww.workstation_windows_precheck(dict(discovered(), reboot_pending=True), CATALOGUE, PRODUCT, "2.4.0") == []
+    unread = ww.workstation_windows_host_checks({"read": False, "problems": ["timed out"]}, CATALOGUE, PRODUCT, "2.4.0")
+    assert {check_id: check["problems"] for check_id, check in unread.items()} == {
+        c: ["timed out"] for c in ("PRE-001", "PRE-002", "PRE-003", "PRE-004")}
 
 
 def test_the_precheck_of_a_host_it_could_not_read_repeats_why():

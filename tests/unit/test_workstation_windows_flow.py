@@ -219,25 +219,33 @@ PLAYBOOK = """\
 """
 
 
-@pytest.fixture
-def workstation(tmp_path):
-    """run(scenario_changes=None, **vars) -> (process, record, calls); the state lasts for the test."""
+def standin_collection(tmp_path, source, actions) -> Path:
+    """A collection ansible.windows under tmp_path/collections whose modules are the stand-ins of
+    source (action plugins named by actions: {module: class}), async_status's stand-in in
+    tmp_path/actions (returned: the ANSIBLE_ACTION_PLUGINS directory), and tmp_path/jobs."""
     collection = tmp_path / "collections" / "ansible_collections" / "ansible" / "windows"
     (collection / "plugins" / "action").mkdir(parents=True)
     (collection / "plugins" / "modules").mkdir(parents=True)
     (collection / "galaxy.yml").write_text(
         "namespace: ansible\nname: windows\nversion: 3.3.0\nreadme: R\nauthors: [tests]\n")
-    (collection / "plugins" / "action" / "standin.py").write_text(STANDIN)
-    for module, cls in ACTIONS.items():
+    (collection / "plugins" / "action" / "standin.py").write_text(source)
+    for module, cls in actions.items():
         (collection / "plugins" / "action" / f"{module}.py").write_text(
             f"from ansible_collections.ansible.windows.plugins.action.standin import {cls} as ActionModule  # noqa\n")
         (collection / "plugins" / "modules" / f"{module}.py").write_text(
             f"DOCUMENTATION = '''\nmodule: {module}\nshort_description: stand-in\ndescription: [stand-in]\n"
             "options: {}\nauthor: [tests]\n'''\n")
-    actions = tmp_path / "actions"
-    actions.mkdir()
-    (actions / "async_status.py").write_text(STANDIN + "\nActionModule = AsyncStatus\n")
+    action_dir = tmp_path / "actions"
+    action_dir.mkdir()
+    (action_dir / "async_status.py").write_text(source + "\nActionModule = AsyncStatus\n")
     (tmp_path / "jobs").mkdir()
+    return action_dir
+
+
+@pytest.fixture
+def workstation(tmp_path):
+    """run(scenario_changes=None, **vars) -> (process, record, calls); the state lasts for the test."""
+    actions = standin_collection(tmp_path, STANDIN, ACTIONS)
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"viewer": {"product_id": OLD_CODE, "version": "2.3.0.5"}}))
     playbook = tmp_path / "play.yml"

@@ -21,9 +21,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "workstation_windows"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-ENTRY_POINTS = ["main", "discover", "restore_point", "viewer", "driver", "patch", "verify"]
+ENTRY_POINTS = ["main", "discover", "stage", "switch", "restore_point", "viewer", "driver", "patch", "verify"]
 # The facts the role sets: public names, but results rather than inputs.
-FACTS = {"workstation_windows_discovered", "workstation_windows_result"}
+FACTS = {
+    "workstation_windows_discovered",
+    "workstation_windows_result",
+    "workstation_windows_staged",
+    "workstation_windows_switched",
+}
 TYPES = {"str": str, "path": str, "bool": bool, "int": int, "list": list, "dict": dict}
 
 sys.path.insert(0, str(ROLE / "filter_plugins"))
@@ -66,7 +71,8 @@ def test_every_default_is_in_the_main_spec_with_its_type():
             continue
         expected = TYPES[spec["type"]]
         assert isinstance(value, expected) and not (expected is int and isinstance(value, bool)), (
-            f"{name}: default {value!r} is not of spec type {spec['type']}")
+            f"{name}: default {value!r} is not of spec type {spec['type']}"
+        )
         if "elements" in spec:
             assert all(isinstance(item, TYPES[spec["elements"]]) for item in value), name
         if "choices" in spec:
@@ -114,11 +120,34 @@ def test_the_readme_documents_every_public_variable():
 
 def ansible_playbook(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"workstations_windows": {"hosts": {"ws-test": {
-        "ansible_host": "windows-host-for-tests.invalid", "ansible_connection": "winrm"}}}}}}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "workstations_windows": {
+                            "hosts": {
+                                "ws-test": {
+                                    "ansible_host": "windows-host-for-tests.invalid",
+                                    "ansible_connection": "winrm",
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        )
+    )
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def test_every_entry_point_passes_syntax_check(tmp_path):
@@ -126,18 +155,34 @@ def test_every_entry_point_passes_syntax_check(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("entry", "extra", "message"), [
-    ("patch", {"workstation_windows_update_max_passes": "many"},
-     "argument 'workstation_windows_update_max_passes' is of type str"),
-    ("discover", {"workstation_windows_update_server_selection": "wsus"},
-     "value of workstation_windows_update_server_selection must be one of: default, managed_server, windows_update, "
-     "got: wsus"),
-    ("viewer", {"workstation_windows_allow_reboot": "perhaps"},
-     "argument 'workstation_windows_allow_reboot' is of type str"),
-])
+@pytest.mark.parametrize(
+    ("entry", "extra", "message"),
+    [
+        (
+            "patch",
+            {"workstation_windows_update_max_passes": "many"},
+            "argument 'workstation_windows_update_max_passes' is of type str",
+        ),
+        (
+            "discover",
+            {"workstation_windows_update_server_selection": "wsus"},
+            "value of workstation_windows_update_server_selection must be one of: default, managed_server, "
+            "windows_update, got: wsus",
+        ),
+        (
+            "viewer",
+            {"workstation_windows_allow_reboot": "perhaps"},
+            "argument 'workstation_windows_allow_reboot' is of type str",
+        ),
+    ],
+)
 def test_the_argument_spec_refuses_a_bad_value(entry, extra, message, tmp_path):
-    result = ansible_playbook("tests/test_workstation_windows_validation.yml", "-e",
-                              json.dumps({"workstation_windows_test_entry": entry, **extra}), tmp_path=tmp_path)
+    result = ansible_playbook(
+        "tests/test_workstation_windows_validation.yml",
+        "-e",
+        json.dumps({"workstation_windows_test_entry": entry, **extra}),
+        tmp_path=tmp_path,
+    )
     assert result.returncode != 0
     assert f"Validating arguments against arg spec '{entry}'" in result.stdout
     assert message in result.stdout, result.stdout
@@ -145,12 +190,16 @@ def test_the_argument_spec_refuses_a_bad_value(entry, extra, message, tmp_path):
 
 
 def test_the_role_refuses_driver_updates_and_an_uncatalogued_version_before_contacting_the_host(tmp_path):
-    extra = {"workstation_windows_test_entry": "main", "workstation_windows_update_categories": ["SecurityUpdates",
-                                                                                                  "Drivers"],
-             "workstation_windows_product": "cu-viewer", "workstation_windows_target_version": "9.9",
-             "release_catalogue": {"cu-viewer": {"2.4.0": {"install_method": "windows_installer"}}}}
-    result = ansible_playbook("tests/test_workstation_windows_validation.yml", "-e", json.dumps(extra),
-                              tmp_path=tmp_path)
+    extra = {
+        "workstation_windows_test_entry": "main",
+        "workstation_windows_update_categories": ["SecurityUpdates", "Drivers"],
+        "workstation_windows_product": "cu-viewer",
+        "workstation_windows_target_version": "9.9",
+        "release_catalogue": {"cu-viewer": {"2.4.0": {"install_method": "windows_installer"}}},
+    }
+    result = ansible_playbook(
+        "tests/test_workstation_windows_validation.yml", "-e", json.dumps(extra), tmp_path=tmp_path
+    )
     assert result.returncode != 0
     assert "validate | Refuse inputs the catalogue or a Windows workstation cannot take" in result.stdout
     assert "workstation_windows_update_categories contains 'Drivers'" in result.stdout

@@ -135,7 +135,10 @@ def test_argument_spec_rejects_unknown_provider(entry, run_playbook):
     proc, _ = run_playbook("snapshot_action.yml", {**LOCAL, "snapshot_provider": "zfs"}, {"snaptest_action": entry})
     assert proc.returncode != 0
     assert f"Validating arguments against arg spec '{entry}'" in proc.stdout
-    assert "value of snapshot_provider must be one of: files, podman, lvm, vmware, proxmox, windows_restore_point, got: zfs" in proc.stdout
+    assert (
+        "value of snapshot_provider must be one of: files, podman, lvm, vmware, proxmox, windows_restore_point, "
+        "got: zfs" in proc.stdout
+    )
 
 
 @pytest.mark.parametrize("entry", ["main", "create", "revert", "remove", "show"])

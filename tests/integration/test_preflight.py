@@ -288,6 +288,21 @@ def test_a_workstation_target_is_checked_when_set(tmp_path):
     assert not any(p.startswith("ws3") for p in problems), problems  # no target: nothing to check
 
 
+def test_a_failed_preflight_stops_every_host_before_the_next_play(tmp_path):
+    """The check runs once, on the first host; its failure must stop the plays after it for every host."""
+    inventory = write_inventory(tmp_path, GOOD.replace('          pacs_server_target_version: "1.12.7"\n', ""))
+    after = tmp_path / "after.yml"
+    after.write_text(f"- import_playbook: {PLAYBOOK}\n"
+                     "- name: A play after the preflight\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+                     "    - name: Must not run\n      ansible.builtin.debug: {msg: STARTED-AFTER-PREFLIGHT}\n")
+    second = "    other:\n      hosts:\n        second:\n          ansible_host: 192.0.2.11\n"
+    (inventory / "hosts.yml").write_text((inventory / "hosts.yml").read_text() + second)
+    result = ansible_playbook("-i", str(inventory / "hosts.yml"), str(after))
+    assert result.returncode != 0
+    assert "pacs_server_target_version is not set" in result.stdout, result.stdout
+    assert "STARTED-AFTER-PREFLIGHT" not in result.stdout, result.stdout
+
+
 def test_a_windows_workstation_target_is_checked_when_set(tmp_path):
     """The Windows workstations' viewer: no default product, so a target without one says to name it."""
     hosts = GOOD + """\

@@ -161,6 +161,8 @@ def inventory(workdir: Path, workstations: int, template: bool) -> Path:
                     "hosts": {
                         "bench-pacs": {
                             "pacs_server_dicom_aet": "PACS1",
+                            # The preflight of patch_workstations.yml checks every PACS of the inventory.
+                            "pacs_server_target_version": "1.10.1",
                             # The seed and the precheck reach it from the controller.
                             "lab_host_published_ports": [
                                 f"127.0.0.1:{PACS_PORTS[0]}:4242",

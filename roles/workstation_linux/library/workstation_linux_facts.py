@@ -272,6 +272,20 @@ def hardware_report(gpus: list, memory: int, disk: dict) -> str:
 
 
 
+def host_resources(sysfs_root):
+    """The display controllers, the memory and the free disk of / and /var (both package managers)."""
+    return display_controllers(sysfs_root), memory_mb(), {"/": free_mb("/"), "/var": free_mb("/var")}
+
+
+def catalogue_pins(p, gpus):
+    """(name -> version of the catalogue's packages and of the display driver catalogued for the GPUs,
+    the driver's packages alone, the driver's problems)."""
+    drivers, problems = driver_plan(gpus, p["display_drivers"], p["display_driver"])
+    pins = dict(p["packages"] or {})
+    pins.update(drivers)
+    return pins, drivers, problems
+
+
 def judge_plan(plan, pins, wanted, hold, simulate) -> list:
     """Why each package of the plan is in it (catalogue, policy or dependency), set on the plan's
     installs; and the plan's problems: a held package that would move, a package that would be removed.
@@ -322,9 +336,7 @@ class Facts:
     def gather(self):
         p = self.p
         problems = []
-        gpus = display_controllers(p["sysfs_root"])
-        memory = memory_mb()
-        disk = {"/": free_mb("/"), "/var": free_mb("/var")}
+        gpus, memory, disk = host_resources(p["sysfs_root"])
         lock = lock_holder(p["dpkg_lock"])
         if lock["held"]:
             problems.append(
@@ -333,10 +345,8 @@ class Facts:
             )
         elif lock["held"] is None:
             problems.append(f"cannot read dpkg's lock {p['dpkg_lock']}: {lock['error']}")
-        drivers, driver_problems = driver_plan(gpus, p["display_drivers"], p["display_driver"])
+        pins, drivers, driver_problems = catalogue_pins(p, gpus)
         problems += driver_problems
-        pins = dict(p["packages"] or {})
-        pins.update(drivers)
         hold = set(p["hold"]) - set(pins)
         installed = self.installed(list(pins) + list(hold))
 
@@ -535,9 +545,7 @@ class DnfFacts(Facts):
     def gather(self):
         p = self.p
         problems = []
-        gpus = display_controllers(p["sysfs_root"])
-        memory = memory_mb()
-        disk = {"/": free_mb("/"), "/var": free_mb("/var")}
+        gpus, memory, disk = host_resources(p["sysfs_root"])
         base = self.base()
         lock = self.lock(base)
         if lock["held"]:
@@ -547,10 +555,8 @@ class DnfFacts(Facts):
             )
         elif lock["held"] is None:
             problems.append(f"cannot read dnf's or rpm's lock: {lock['error']}")
-        drivers, driver_problems = driver_plan(gpus, p["display_drivers"], p["display_driver"])
+        pins, drivers, driver_problems = catalogue_pins(p, gpus)
         problems += driver_problems
-        pins = dict(p["packages"] or {})
-        pins.update(drivers)
         hold = (set(p["hold"]) | set(self.versionlocked(base))) - set(pins)
         installed_pkgs = {}
         for pkg in base.sack.query().installed().filter(name=sorted(set(pins) | hold)):

@@ -60,6 +60,9 @@ PACS_PORTS = (15242, 15042)  # DICOM and REST of the bench's PACS on loopback (t
 PREFIX = "cu-bench-"
 START_IMAGE = "localhost/cu-bench-ws-start:latest"
 BASE_IMAGE = "localhost/cu-debian12:latest"
+# Where the flow's podman snapshots go (roles/snapshot, snapshot_podman_image_repository): the bench
+# removes its workstations' snapshots there, never its own start image.
+SNAPSHOT_REPOSITORY = "localhost/cu-snapshot"
 # Every workstation the bench may run (up to 32) may query and retrieve on its PACS (C-FIND, C-GET).
 MODALITIES = "{{ range(1, 33) | map('regex_replace', '^', 'bench-ws') | workstation_modalities }}"
 
@@ -202,10 +205,14 @@ def remove_containers() -> None:
         podman("rm", "-f", "-t", "2", *bench)
 
 
+def snapshot_images(rows: list[str]) -> list[str]:
+    """Of podman's image names, the snapshots the runs took of the bench's workstations."""
+    return [r for r in rows if r.startswith(SNAPSHOT_REPOSITORY + "/bench-ws")]
+
+
 def remove_snapshot_images() -> None:
     """The podman snapshots the runs took of the bench's workstations (kept by the flow's retention)."""
-    rows = podman("images", "--format", "{{.Repository}}:{{.Tag}}").split()
-    mine = [r for r in rows if "bench-ws" in r]
+    mine = snapshot_images(podman("images", "--format", "{{.Repository}}:{{.Tag}}").split())
     if mine:
         podman("rmi", "-f", *mine, check=False)
 

@@ -1,4 +1,5 @@
-"""bench/workstation_fleet.py: the summary's ratios per repeat, the goals, and the process tree it samples."""
+"""bench/workstation_fleet.py: the summary's ratios per repeat, the goals, the process tree it samples, and
+which images it removes between measurements."""
 
 import os
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from workstation_fleet import children, goals_missed, summarise  # noqa: E402
+from workstation_fleet import START_IMAGE, children, goals_missed, snapshot_images, summarise  # noqa: E402
 
 
 def measured(count, repeat, wall, upstream, valid=True, served=None):
@@ -70,3 +71,16 @@ def test_the_process_tree_holds_the_children_and_their_memory():
     finally:
         child.kill()
         child.wait()
+
+
+def test_only_the_workstations_snapshots_are_removed_never_the_start_image():
+    # The start image's name holds "bench-ws" too: an earlier filter on that removed it after the first
+    # measurement, and every later measurement failed to start its workstations.
+    rows = [
+        START_IMAGE,
+        "localhost/cu-snapshot/bench-ws1:cu-20261203T090413Z",
+        "localhost/cu-snapshot/bench-ws12:cu-20261203T090413Z",
+        "localhost/cu-snapshot/mol-ws1:cu-20261203T090413Z",
+        "localhost/cu-debian12:latest",
+    ]
+    assert snapshot_images(rows) == rows[1:3]

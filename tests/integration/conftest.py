@@ -125,7 +125,7 @@ def run_playbook(tmp_path):
 
 def container_host_vars(container: Container, **extra) -> dict:
     return {
-        "ansible_connection": "containers.podman.podman",
+        "ansible_connection": "lab_podman",
         "ansible_host": container.name,
         "ansible_python_interpreter": "/usr/bin/python3",
         **extra,

@@ -144,7 +144,7 @@ def inventory(workdir: Path, workstations: int, template: bool) -> Path:
     if not link.exists():
         link.symlink_to(ROOT / "inventories" / "lab" / "group_vars" / "all")
     container = {
-        "ansible_connection": "containers.podman.podman",
+        "ansible_connection": "lab_podman",
         "ansible_host": PREFIX + "{{ inventory_hostname }}",
         "ansible_python_interpreter": "/usr/bin/python3",
         "lab_host_container_name": PREFIX + "{{ inventory_hostname }}",

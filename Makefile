@@ -87,16 +87,21 @@ unit: deps venv
 integration: deps venv images
 	$(BIN)/pytest tests/integration
 
-# The Molecule scenarios in two lanes at once (the machine's two cores): one after the other in
-# each lane, every scenario in exactly one (tools/molecule_lanes.sh refuses otherwise). The PACS
-# scenarios of lane 1 use the host mol-upgrade-pacs, those of lane 2 mol-pacs2. A published port or a
-# container name is shared only within a lane (tests/unit/test_molecule_ports.py). The lanes are
-# balanced by the scenarios' times in CI (lane 1 about 1970 s, lane 2 about 1990 s).
-MOLECULE_LANES := "lab pacs_upgrade pacs_rollback ris_upgrade windows" "pacs_resume pacs_precheck_refusal ris_rollback workstations"
+# The test suites and the Molecule scenarios in three lanes at once: one after the other in each
+# lane, every scenario in exactly one (tools/test_lanes.sh refuses otherwise). The machine has two
+# cores, but a lane often waits (systemd booting in a container, a service starting, a modality's
+# pace), so a third lane fills the time the other two leave idle. The PACS scenarios of lane 2 use
+# the host mol-upgrade-pacs, those of lane 3 mol-pacs2. A published port or a container name is
+# shared only within a lane (tests/unit/test_molecule_ports.py). The integration suite configures
+# the machine's apt-cacher-ng service, which the workstations scenario runs the site cache on: they
+# share lane 1 (tests/unit/test_test_lanes.py). `make molecule` runs the same lanes without the
+# suites. The lanes are balanced by the items' times in CI (docs/testing.md).
+TEST_LANES := "unit integration workstations" "lab pacs_upgrade pacs_rollback windows" "pacs_resume pacs_precheck_refusal ris_rollback ris_upgrade"
 molecule: deps venv images artifacts
-	tools/molecule_lanes.sh $(MOLECULE_LANES)
+	tools/test_lanes.sh --molecule-only $(TEST_LANES)
 
-test: lint unit integration molecule
+test: lint deps venv images artifacts
+	tools/test_lanes.sh $(TEST_LANES)
 
 clean: lab-down
 	rm -rf results

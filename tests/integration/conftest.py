@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
@@ -64,7 +65,9 @@ def snaptest_container():
     suffix = secrets.token_hex(3)
     name = f"cu-snaptest-{suffix}"
     volume = f"cu-snaptest-{suffix}-vol"
-    port = 20000 + secrets.randbelow(20000)
+    # A free port of the ephemeral range: the Molecule scenarios, which may run at the same time
+    # (tools/test_lanes.sh), publish theirs below it (tests/unit/test_molecule_ports.py).
+    port = free_port()
     labels = {"org.clinical-upgrade.snaptest": "true", "org.clinical-upgrade.host": "snaphost"}
     podman("volume", "create", volume)
     mountpoint = Path(podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip())

@@ -32,7 +32,7 @@ def published():
 
 def lanes():
     text = (REPO / "Makefile").read_text()
-    line = re.search(r"^MOLECULE_LANES := (.*)$", text, re.MULTILINE).group(1)
+    line = re.search(r"^TEST_LANES := (.*)$", text, re.MULTILINE).group(1)
     return [lane.split() for lane in re.findall(r'"([^"]*)"', line)]
 
 

@@ -96,7 +96,7 @@ integration: deps venv images
 # the machine's apt-cacher-ng service, which the workstations scenario runs the site cache on: they
 # share lane 1 (tests/unit/test_test_lanes.py). `make molecule` runs the same lanes without the
 # suites. The lanes are balanced by the items' times in CI (docs/testing.md).
-TEST_LANES := "unit integration workstations" "lab pacs_upgrade pacs_rollback windows" "pacs_resume pacs_precheck_refusal ris_rollback ris_upgrade"
+TEST_LANES := "integration workstations windows" "pacs_upgrade pacs_rollback ris_upgrade" "unit lab pacs_resume pacs_precheck_refusal ris_rollback"
 molecule: deps venv images artifacts
 	tools/test_lanes.sh --molecule-only $(TEST_LANES)
 

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +43,12 @@ LOOPBACK = "127.0.0.1"
 # DCMTK tools are looked up in the system directories only: pynetdicom installs
 # Python tools of the same names (echoscu, findscu, storescu) into the virtualenv.
 DCMTK_PATH = "/usr/bin:/usr/local/bin"
+
+
+def makefile_lanes() -> list[list[str]]:
+    """The lanes of the Makefile's TEST_LANES (tools/test_lanes.sh), each a list of its items."""
+    line = re.search(r"^TEST_LANES := (.*)$", (REPO / "Makefile").read_text(), re.MULTILINE).group(1)
+    return [lane.split() for lane in re.findall(r'"([^"]*)"', line)]
 
 
 def dcmtk(tool: str) -> str | None:

@@ -10,10 +10,10 @@ destroy would remove the other lane's host)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
+from support import makefile_lanes
 
 REPO = Path(__file__).resolve().parents[2]
 EPHEMERAL_START = 32768  # net.ipv4.ip_local_port_range's default low end
@@ -30,12 +30,6 @@ def published():
     return ports
 
 
-def lanes():
-    text = (REPO / "Makefile").read_text()
-    line = re.search(r"^TEST_LANES := (.*)$", text, re.MULTILINE).group(1)
-    return [lane.split() for lane in re.findall(r'"([^"]*)"', line)]
-
-
 def test_every_published_port_is_below_the_ephemeral_range():
     ports = published()
     assert ports, "no published port found: the scan is broken"
@@ -44,14 +38,14 @@ def test_every_published_port_is_below_the_ephemeral_range():
 
 
 def test_a_port_is_shared_only_by_scenarios_of_one_lane():
-    lane_of = {scenario: i for i, lane in enumerate(lanes()) for scenario in lane}
+    lane_of = {scenario: i for i, lane in enumerate(makefile_lanes()) for scenario in lane}
     for port, users in published().items():
         in_lanes = {lane_of.get(scenario) for scenario, _ in users}
         assert len(in_lanes) == 1, f"port {port} is published by {users}, which run in different lanes"
 
 
 def test_a_container_name_is_shared_only_by_scenarios_of_one_lane():
-    lane_of = {scenario: i for i, lane in enumerate(lanes()) for scenario in lane}
+    lane_of = {scenario: i for i, lane in enumerate(makefile_lanes()) for scenario in lane}
     names = {}
     for config in sorted((REPO / "molecule").glob("*/molecule.yml")):
         for platform in yaml.safe_load(config.read_text()).get("platforms") or []:

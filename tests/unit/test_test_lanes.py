@@ -7,13 +7,13 @@ calls are small programs on PATH that pass or fail by the item's name, since wha
 lane runner, not Molecule or pytest."""
 
 import os
-import re
 import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+from support import makefile_lanes
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "test_lanes.sh"
@@ -121,12 +121,6 @@ def test_every_item_passing_exits_0_and_molecule_only_leaves_the_suites_out(proj
     assert "lanes: unit" not in result.stdout
     assert "lanes: integration" not in result.stdout
     assert "lanes: good3: passed in" in result.stdout
-
-
-def makefile_lanes():
-    text = (REPO / "Makefile").read_text()
-    line = re.search(r"^TEST_LANES := (.*)$", text, re.MULTILINE).group(1)
-    return [lane.split() for lane in re.findall(r'"([^"]*)"', line)]
 
 
 def test_the_makefile_runs_both_suites_and_keeps_the_apt_cache_users_in_one_lane():

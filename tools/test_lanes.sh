@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the test suites and the Molecule scenarios in lanes, the lanes at the same time (`make test`,
-# `make molecule`):
+# Run the Molecule scenarios (and, when a lane names them, the pytest suites) in lanes, the lanes at
+# the same time (`make molecule`, the last part of `make test`):
 #   tools/test_lanes.sh "unit integration workstations" "lab pacs_upgrade" "pacs_resume ris_rollback"
 #   tools/test_lanes.sh --molecule-only "unit integration workstations" "lab pacs_upgrade" ...
 # Each argument is a lane: its items run one after the other, the lanes at once. An item is either a
@@ -8,10 +8,8 @@
 # (`molecule test -s <scenario>`, as `molecule test --all` would). A lane stops at its first failed
 # item; the other lanes go on. With --molecule-only the pytest suites are left out.
 # Items of different lanes run at the same time, so they must not share a host, a published port, a
-# named volume or a system service: the PACS scenarios use mol-upgrade-pacs in one lane and mol-pacs2
-# in another (tests/unit/test_molecule_ports.py checks ports and names), and the integration suite,
-# which configures the machine's apt-cacher-ng service, shares its lane with the workstations
-# scenario, which runs the site cache on that same service (tests/unit/test_test_lanes.py).
+# named volume or a system service (tests/unit/test_molecule_ports.py checks ports and names;
+# docs/testing.md lists the rest, and why `make test` runs the suites before the lanes).
 # Every scenario under molecule/ must be in exactly one lane: a scenario left out would be a test
 # that silently never runs, so the script refuses to start; a suite may be named once at most.
 # Each item's output goes to results/lanes/<item>.log and is printed whole, item by item, once

@@ -82,7 +82,7 @@ lint: venv
 	done; echo "ansible-doc: every module renders"
 
 unit: deps venv
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n 2 --dist loadfile tests/unit
 
 integration: deps venv images
 	$(BIN)/pytest tests/integration

@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cache.stop()
         remove_containers()
-        podman("rm", "-f", "-t", "2", PREFIX + "bench-pacs", PREFIX + "bench-template", check=False)
+        # --ignore: the template is gone after the setup, and without it podman removed neither.
+        podman("rm", "-f", "--ignore", "-t", "2", PREFIX + "bench-pacs", PREFIX + "bench-template", check=False)
         podman("rmi", "-f", START_IMAGE, check=False)
         remove_snapshot_images()
     summary = summarise(runs, args.workstations)

@@ -83,22 +83,14 @@ class Connection(PodmanConnection):
     transport = "lab_podman"
     has_pipelining = True
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._mounted = False
-
     def _connect(self):
-        # No `podman mount` here: a pipelined task copies no file. put_file and fetch_file mount.
+        # No `podman mount` here: a pipelined task copies no file. put_file mounts; fetch_file uses podman cp.
         ConnectionBase._connect(self)
         self._connected = True
 
-    def _mount(self):
-        if not self._mounted:
-            PodmanConnection._connect(self)
-            self._mounted = True
-
     def put_file(self, in_path, out_path):
-        self._mount()
+        if self._mount_point is None:
+            PodmanConnection._connect(self)  # mounts; on failure the parent's put_file falls back to podman cp
         super().put_file(in_path, out_path)
 
     @ensure_connect

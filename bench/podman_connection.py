@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from upgrade_downtime import ROOT, median, playbook  # noqa: E402
+from workstation_fleet import env  # noqa: E402  (the project's containers.conf and ansible.cfg)
 
 CONTAINER = "cu-bench-connection"
 IMAGE = "localhost/cu-debian12:latest"
@@ -43,13 +44,6 @@ ROUND = [
     {"name": "Line", "ansible.builtin.lineinfile": {"path": "/root/cu-bench/file", "line": "end"}},
     {"name": "Facts", "ansible.builtin.setup": {"gather_subset": ["min"]}},
 ]
-
-
-def env() -> dict:
-    out = dict(os.environ)
-    out["CONTAINERS_CONF"] = str(ROOT / "lab" / "containers.conf")
-    out["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    return out
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:

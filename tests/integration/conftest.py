@@ -65,8 +65,8 @@ def snaptest_container():
     suffix = secrets.token_hex(3)
     name = f"cu-snaptest-{suffix}"
     volume = f"cu-snaptest-{suffix}-vol"
-    # A free port of the ephemeral range: the Molecule scenarios, which may run at the same time
-    # (tools/test_lanes.sh), publish theirs below it (tests/unit/test_molecule_ports.py).
+    # A free port of the ephemeral range: the Molecule scenarios (make molecule, which may run beside
+    # this suite) publish theirs below it (tests/unit/test_molecule_ports.py).
     port = free_port()
     labels = {"org.clinical-upgrade.snaptest": "true", "org.clinical-upgrade.host": "snaphost"}
     podman("volume", "create", volume)

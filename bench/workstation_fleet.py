@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -236,11 +237,12 @@ def setup(workdir: Path, cache: Cache, workstations: int) -> None:
     podman("rm", "-f", "-t", "2", PREFIX + "bench-template")
 
 
-def start_workstations(count: int) -> None:
+def start_workstations(count: int, cpus: float | None = None) -> None:
+    limit = ["--cpus", str(cpus)] if cpus else []
     for i in range(1, count + 1):
         name = f"bench-ws{i}"
         podman(
-            "run", "-d", "--name", PREFIX + name, "--hostname", name, "--systemd", "always",
+            "run", "-d", "--name", PREFIX + name, "--hostname", name, "--systemd", "always", *limit,
             "--label", "org.clinical-upgrade.bench=true", START_IMAGE, "/sbin/init",
         )  # fmt: skip
     for i in range(1, count + 1):
@@ -274,6 +276,53 @@ def children(pid: int) -> dict[int, tuple[int, bool]]:
     return tree
 
 
+def cgroup_cpu_seconds(cgroup_file: str, root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPU seconds used so far by the cgroup a process is in, from the text of its /proc/PID/cgroup:
+    cgroup v1's cpuacct.usage (nanoseconds) or v2's cpu.stat usage_usec. Processes that have exited
+    still count, so the difference of two readings is what the container used in between."""
+    for line in cgroup_file.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpuacct" in controllers.split(","):
+            usage = root / "cpuacct" / path.lstrip("/") / "cpuacct.usage"
+            if usage.exists():
+                return int(usage.read_text()) / 1e9
+    for line in cgroup_file.splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and controllers == "":
+            stat = root / "unified" / path.lstrip("/") / "cpu.stat"
+            stat = stat if stat.exists() else root / path.lstrip("/") / "cpu.stat"
+            if stat.exists():
+                fields = dict(row.split() for row in stat.read_text().splitlines() if row.strip())
+                return int(fields["usage_usec"]) / 1e6
+    return None
+
+
+def container_cpu_seconds(names: list[str]) -> dict[str, float | None]:
+    """CPU seconds each running container's cgroup has used so far (None where unreadable)."""
+    out: dict[str, float | None] = {}
+    for name in names:
+        pid = podman("inspect", "--format", "{{.State.Pid}}", name, check=False).strip()
+        try:
+            out[name] = cgroup_cpu_seconds(Path(f"/proc/{pid}/cgroup").read_text())
+        except (OSError, ValueError, KeyError):
+            out[name] = None
+    return out
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of one running process (its own, not its children's)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_delta(before: dict[str, float | None], after: dict[str, float | None]) -> float | None:
+    """The CPU seconds a group of containers used between two readings (None if any is unreadable)."""
+    if not before or any(before.get(k) is None or after.get(k) is None for k in before):
+        return None
+    return round(sum(after[k] - before[k] for k in before), 1)
+
+
 class MemorySampler(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
@@ -287,10 +336,10 @@ class MemorySampler(threading.Thread):
             self.peak_python = max(self.peak_python, sum(r for r, py in tree.values() if py))
 
 
-def measure(workdir: Path, cache: Cache, count: int, repeat: int) -> dict:
+def measure(workdir: Path, cache: Cache, count: int, repeat: int, cpus: float | None = None) -> dict:
     remove_containers()
     cache.start(empty=True)
-    start_workstations(count)
+    start_workstations(count, cpus)
     inv = inventory(workdir, count, template=False)
     results = workdir / f"results-r{repeat}-n{count}"
     results.mkdir(parents=True, exist_ok=True)
@@ -302,6 +351,13 @@ def measure(workdir: Path, cache: Cache, count: int, repeat: int) -> dict:
         "-e", "package_cache_host=localhost", "-e", f"package_cache_log_dir={cache.log_dir}",
         "-e", f"clinical_upgrade_evidence_dir={results}",
     )  # fmt: skip
+    workstations = [f"{PREFIX}bench-ws{i}" for i in range(1, count + 1)]
+    pacs = [PREFIX + "bench-pacs"]
+    ws_before, pacs_before = container_cpu_seconds(workstations), container_cpu_seconds(pacs)
+    cache_before = process_cpu_seconds(cache.proc.pid)
+    # The controller: ansible-playbook and every process it waited for (its forks, the podman exec
+    # clients of the connection), counted when the playbook ends and this script reaps it.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = os.getloadavg()
     started = time.monotonic()
     with log.open("w") as out:
@@ -312,6 +368,13 @@ def measure(workdir: Path, cache: Cache, count: int, repeat: int) -> dict:
         sampler.done.set()
         sampler.join()
     wall = time.monotonic() - started
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    controller_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    ws_cpu = cpu_delta(ws_before, container_cpu_seconds(workstations))
+    pacs_cpu = cpu_delta(pacs_before, container_cpu_seconds(pacs))
+    cache_cpu = round(process_cpu_seconds(cache.proc.pid) - cache_before, 1)
     fleet = json.loads((results / "fleet-latest.json").read_text())
     outcomes = {w["host"]: w["outcome"] for w in fleet["workstations"]}
     cache_stats = fleet.get("package_cache") or {}
@@ -324,6 +387,13 @@ def measure(workdir: Path, cache: Cache, count: int, repeat: int) -> dict:
         "valid": rc == 0 and set(outcomes.values()) == {"upgraded"},
         "outcomes": outcomes,
         "wall_s": round(wall, 1),
+        "workstation_cpus": cpus,
+        "cpu_s": {
+            "controller": round(controller_cpu, 1),
+            "workstations": ws_cpu,
+            "pacs": pacs_cpu,
+            "package_cache": cache_cpu,
+        },
         "peak_tree_rss_mb": round(sampler.peak_tree / 2**20, 1),
         "peak_python_rss_mb": round(sampler.peak_python / 2**20, 1),
         "upstream_bytes": cache_stats.get("upstream_bytes"),
@@ -365,6 +435,16 @@ def summarise(runs: list[dict], workstations: int) -> dict:
             "1": med(1, "peak_python_rss_mb"),
             str(workstations): med(workstations, "peak_python_rss_mb"),
         },
+        # Where the CPU went (median seconds per part): the controller (Ansible and the podman exec
+        # clients of its connection), the workstations' containers together, the PACS, the cache.
+        "median_cpu_s": {
+            str(count): {
+                part: median([r["cpu_s"][part] for r in runs if r["workstations"] == count and r["valid"]])
+                for part in ("controller", "workstations", "pacs", "package_cache")
+            }
+            for count in (1, workstations)
+        },
+        "workstation_cpus": runs[0]["workstation_cpus"] if runs else None,
         "goals": {"time_ratio_at_most": GOAL_TIME_RATIO, "upstream_ratio_at_most": GOAL_UPSTREAM_RATIO},
         "machine": {"cpus": os.cpu_count(), "load_end": [round(x, 2) for x in os.getloadavg()]},
     }
@@ -388,7 +468,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS / "workstation_fleet.json")
     parser.add_argument("--workdir", type=Path, help="keep logs and evidence here (default: a temporary directory)")
     parser.add_argument("--check-goal", action="store_true", help="exit 1 when a median misses a goal")
+    parser.add_argument(
+        "--workstation-cpus",
+        type=float,
+        help="give each workstation container this many CPUs (podman --cpus), in the run of 1 as in the run "
+        "of N, as a site's workstations each have their own; default: no limit, all share the machine",
+    )
     args = parser.parse_args(argv)
+    if args.workstation_cpus is not None and not 0 < args.workstation_cpus <= (os.cpu_count() or 1):
+        parser.error(f"--workstation-cpus must be above 0 and at most this machine's {os.cpu_count()} CPUs")
     if not 2 <= args.workstations <= 32:
         parser.error("--workstations must be between 2 and 32 (the bench PACS knows 32 workstation AE titles)")
     if args.repeat < 1:
@@ -401,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         setup(workdir, cache, args.workstations)
         for repeat in range(1, args.repeat + 1):
             for count in (1, args.workstations):
-                result = measure(workdir, cache, count, repeat)
+                result = measure(workdir, cache, count, repeat, args.workstation_cpus)
                 runs.append(result)
                 print(json.dumps({k: v for k, v in result.items() if k != "outcomes"}), flush=True)
     finally:

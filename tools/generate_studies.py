@@ -4,6 +4,7 @@
 """Write a synthetic DICOM data set (no real patient data) and its manifest.json.
 
     tools/generate_studies.py --out build/synth --studies 20 --series 3 --instances 10 --size 64
+    tools/generate_studies.py --out build/varied --studies 10 --series 4 --instances 5 --varied
 
 Re-running with the same arguments gives the same UIDs and files (deterministic).
 """
@@ -37,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=_positive, default=10, help="instances per series (default 10)")
     parser.add_argument("--size", type=_positive, default=64, help="image rows and columns in pixels (default 64)")
     parser.add_argument("--patients", type=_positive, default=None, help="number of patients (default studies/2)")
-    parser.add_argument("--modality", choices=["CT", "OT"], default="CT", help="CT, or OT for Secondary Capture")
+    parser.add_argument(
+        "--modality", choices=sorted(dicom_synth.VARIED_MODALITIES), default="CT",
+        help="the modality of every study (OT is Secondary Capture; default CT)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--varied", action="store_true",
+        help="a mixed archive: the studies cycle through CT, MR, CR, US and OT and their series through explicit "
+        "and implicit VR little endian, deflated and RLE Lossless (compressed); --modality is not used",
+    )  # fmt: skip
     parser.add_argument("--seed", default=dicom_synth.DEFAULT_SEED, help="UID/pixel seed (default: project seed)")
     args = parser.parse_args(argv)
     if args.size > 4096:
@@ -52,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         patients=args.patients,
         seed=args.seed,
         modality=args.modality,
+        varied=args.varied,
     )
     studies = {entry["study_uid"] for entry in manifest.values()}
     patients = {entry["patient_id"] for entry in manifest.values()}

@@ -17,7 +17,9 @@ re-seed of the lab is idempotent.
 Public API:
 
 * ``make_instance(patient_index, study_index, series_index, instance_index, *, size_px=64, seed=...)``
-* ``generate_studies(out_dir, studies=20, series=3, instances=10, size_px=64)``
+* ``generate_studies(out_dir, studies=20, series=3, instances=10, size_px=64, varied=False)``; with
+  ``varied`` the studies cycle through ``VARIED_MODALITIES`` and their series through
+  ``VARIED_TRANSFER_SYNTAXES`` (uncompressed, deflated and RLE-compressed), as a real archive mixes them
 * ``make_canary_instance()`` -- one instance with fresh (random) UIDs.
 * ``dataset_digest(ds)`` / ``pixel_digest(ds)`` -- sha256 helpers used by the
   round trip to compare what was sent with what came back.
@@ -40,9 +42,15 @@ try:
     from pydicom.filewriter import write_dataset
     from pydicom.uid import (
         PYDICOM_IMPLEMENTATION_UID,
+        ComputedRadiographyImageStorage,
         CTImageStorage,
+        DeflatedExplicitVRLittleEndian,
         ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        MRImageStorage,
+        RLELossless,
         SecondaryCaptureImageStorage,
+        UltrasoundImageStorage,
     )
 
     HAS_PYDICOM = True
@@ -64,7 +72,25 @@ INSTITUTION = "SYNTHETIC LAB"
 MANIFEST_NAME = "manifest.json"
 
 _BASE_DATE = datetime.date(2020, 1, 6)
-_MODALITY_SOP_CLASS = {"CT": "CTImageStorage", "OT": "SecondaryCaptureImageStorage"}
+_MODALITY_SOP_CLASS = {
+    "CT": "CTImageStorage",
+    "MR": "MRImageStorage",
+    "CR": "ComputedRadiographyImageStorage",
+    "US": "UltrasoundImageStorage",
+    "OT": "SecondaryCaptureImageStorage",
+}
+#: What a varied archive cycles through: study s has modality VARIED_MODALITIES[s % 5], and its
+#: series e is written in VARIED_TRANSFER_SYNTAXES[(s + e) % 4].
+VARIED_MODALITIES = ("CT", "MR", "CR", "US", "OT")
+#: Transfer syntaxes the generator writes: explicit and implicit VR little endian, deflated, and RLE
+#: Lossless (encapsulated, compressed pixel data), by the names DICOM gives them.
+TRANSFER_SYNTAXES = {
+    "explicit": "1.2.840.10008.1.2.1",
+    "implicit": "1.2.840.10008.1.2",
+    "deflated": "1.2.840.10008.1.2.1.99",
+    "rle": "1.2.840.10008.1.2.5",
+}
+VARIED_TRANSFER_SYNTAXES = ("explicit", "rle", "implicit", "deflated")
 
 
 def _require_pydicom() -> None:
@@ -121,8 +147,10 @@ def make_instance(
     seed: str = DEFAULT_SEED,
     modality: str = "CT",
     uids: dict | None = None,
+    transfer_syntax: str = "explicit",
 ) -> Dataset:
-    """Build one synthetic instance (CT Image Storage or, with modality="OT", Secondary Capture).
+    """Build one synthetic instance of ``modality`` (a key of _MODALITY_SOP_CLASS: CT, MR, CR, US,
+    or OT for Secondary Capture) in ``transfer_syntax`` (a key of TRANSFER_SYNTAXES).
 
     The same arguments always give the same UIDs and pixel data. ``uids`` may
     override ``study``, ``series`` and ``sop`` UIDs (used by ``make_canary_instance``).
@@ -140,6 +168,9 @@ def make_instance(
     if modality not in _MODALITY_SOP_CLASS:
         choices = ", ".join(sorted(_MODALITY_SOP_CLASS))
         raise ValueError(f"modality must be one of {choices}, got {modality!r}")
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        choices = ", ".join(sorted(TRANSFER_SYNTAXES))
+        raise ValueError(f"transfer_syntax must be one of {choices}, got {transfer_syntax!r}")
 
     uids = dict(uids or {})
     study_uid = uids.get("study") or synth_uid("study", patient_index, study_index, seed=seed)
@@ -147,7 +178,13 @@ def make_instance(
     sop_uid = uids.get("sop") or synth_uid(
         "instance", patient_index, study_index, series_index, instance_index, seed=seed
     )
-    sop_class = CTImageStorage if modality == "CT" else SecondaryCaptureImageStorage
+    sop_class = {
+        "CT": CTImageStorage,
+        "MR": MRImageStorage,
+        "CR": ComputedRadiographyImageStorage,
+        "US": UltrasoundImageStorage,
+        "OT": SecondaryCaptureImageStorage,
+    }[modality]
 
     study_date = (_BASE_DATE + datetime.timedelta(days=study_index)).strftime("%Y%m%d")
     birth_date = datetime.date(1950 + patient_index % 50, 1 + patient_index % 12, 1 + patient_index % 28)
@@ -205,6 +242,27 @@ def make_instance(
         ds.RescaleIntercept = "-1024"
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
+    elif modality == "MR":
+        ds.ScanningSequence = "SE"
+        ds.SequenceVariant = "NONE"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.SliceThickness = "3.0"
+        ds.RepetitionTime = "500"
+        ds.EchoTime = "15"
+        ds.EchoTrainLength = "1"
+        ds.MagneticFieldStrength = "1.5"
+        ds.ImagePositionPatient = [0, 0, 3.0 * instance_index]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.FrameOfReferenceUID = uids.get("frame") or synth_uid("for", patient_index, study_index, seed=seed)
+        ds.PositionReferenceIndicator = ""
+        ds.PixelSpacing = [1.0, 1.0]
+    elif modality == "CR":
+        ds.BodyPartExamined = "CHEST"
+        ds.ViewPosition = "PA"
+        ds.ImagerPixelSpacing = [0.2, 0.2]
+    elif modality == "US":
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = size_px
@@ -214,6 +272,15 @@ def make_instance(
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     ds.PixelData = _pixel_bytes(size_px, f"{seed}/px/{patient_index}/{study_index}/{series_index}/{instance_index}")
+    if transfer_syntax == "rle":
+        # Sets the transfer syntax and encapsulates the pixels; the SOP Instance UID stays the generator's.
+        ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
+    else:
+        meta.TransferSyntaxUID = {
+            "explicit": ExplicitVRLittleEndian,
+            "implicit": ImplicitVRLittleEndian,
+            "deflated": DeflatedExplicitVRLittleEndian,
+        }[transfer_syntax]
     return ds
 
 
@@ -281,8 +348,12 @@ def generate_studies(
     patients: int | None = None,
     seed: str = DEFAULT_SEED,
     modality: str = "CT",
+    varied: bool = False,
 ) -> dict:
     """Write ``studies x series x instances`` files under ``out_dir`` plus ``manifest.json``.
+
+    With ``varied``, study ``s`` is of modality ``VARIED_MODALITIES[s % 5]`` (``modality`` is not used)
+    and its series ``e`` is written in ``VARIED_TRANSFER_SYNTAXES[(s + e) % 4]``.
 
     Study ``s`` belongs to patient ``s // 2`` unless ``patients`` is given (then
     ``s % patients``), so patient-level queries find patients with two studies.
@@ -306,7 +377,14 @@ def generate_studies(
         p = st % patients if patients else st // 2
         for se in range(series):
             for im in range(instances):
-                ds = make_instance(p, st, se, im, size_px=size_px, seed=seed, modality=modality)
+                if varied:
+                    ds = make_instance(
+                        p, st, se, im, size_px=size_px, seed=seed,
+                        modality=VARIED_MODALITIES[st % len(VARIED_MODALITIES)],
+                        transfer_syntax=VARIED_TRANSFER_SYNTAXES[(st + se) % len(VARIED_TRANSFER_SYNTAXES)],
+                    )  # fmt: skip
+                else:
+                    ds = make_instance(p, st, se, im, size_px=size_px, seed=seed, modality=modality)
                 rel = os.path.join(ds.PatientID, f"st{st:03d}", f"se{se:02d}", f"im{im:04d}.dcm")
                 path = os.path.join(out_dir, rel)
                 os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -121,3 +121,49 @@ def test_a_writer_never_uses_a_temporary_name_another_writer_could_take(tmp_path
     monkeypatch.setattr(dicom_synth.os, "replace", another_writer_renamed_first)
     manifest = dicom_synth.generate_studies(str(tmp_path / "seed"), studies=1, series=1, instances=3, size_px=8)
     assert len(manifest) == 3 and not list((tmp_path / "seed").rglob("*.tmp"))
+
+
+def _dcmdump(path, *tags):
+    """What DCMTK's dcmdump (an independent reader) prints for these tags of a file."""
+    args = [arg for tag in tags for arg in ("--search", tag)]
+    return subprocess.run(
+        ["/usr/bin/dcmdump", "--print-all", "-Un", *args, str(path)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_a_varied_archive_mixes_modalities_and_transfer_syntaxes_that_dcmtk_reads(tmp_path):
+    manifest = dicom_synth.generate_studies(tmp_path, studies=5, series=4, instances=1, size_px=16, varied=True)
+    seen = set()
+    for entry in manifest.values():
+        dump = _dcmdump(tmp_path / entry["path"], "0002,0010", "0008,0060")
+        syntax = dump.split("(0002,0010) UI [")[1].split("]")[0]
+        modality = dump.split("(0008,0060) CS [")[1].split("]")[0]
+        seen.add((modality, syntax))
+    modalities = {m for m, _ in seen}
+    syntaxes = {s for _, s in seen}
+    assert modalities == set(dicom_synth.VARIED_MODALITIES)
+    assert syntaxes == set(dicom_synth.TRANSFER_SYNTAXES.values())
+    assert len(seen) == 20  # every modality in every transfer syntax
+    # Deterministic like the plain archive: the same UIDs and the same bytes again.
+    again = dicom_synth.generate_studies(tmp_path / "again", studies=5, series=4, instances=1, size_px=16, varied=True)
+    assert {uid: e["sha256"] for uid, e in again.items()} == {uid: e["sha256"] for uid, e in manifest.items()}
+
+
+def test_rle_pixel_data_decodes_with_dcmtk_to_the_uncompressed_pixels(tmp_path):
+    plain = dicom_synth.make_instance(0, 1, 0, 0, modality="MR", size_px=16)
+    rle = dicom_synth.make_instance(0, 1, 0, 0, modality="MR", size_px=16, transfer_syntax="rle")
+    assert rle.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
+    assert plain.SOPInstanceUID == rle.SOPInstanceUID
+    rle.save_as(tmp_path / "rle.dcm", enforce_file_format=True)
+    # DCMTK's own RLE decoder, not pydicom's: the decompressed file's pixels are the generator's.
+    subprocess.run(["/usr/bin/dcmdrle", str(tmp_path / "rle.dcm"), str(tmp_path / "plain.dcm")], check=True)
+    assert pydicom.dcmread(tmp_path / "plain.dcm").PixelData == plain.PixelData
+
+
+def test_an_unknown_transfer_syntax_is_refused_with_the_choices():
+    try:
+        dicom_synth.make_instance(0, 0, 0, 0, transfer_syntax="jpeg")
+    except ValueError as exc:
+        assert "deflated, explicit, implicit, rle" in str(exc)
+    else:
+        raise AssertionError("jpeg accepted")

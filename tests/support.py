@@ -91,6 +91,11 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+def rest_side(orthanc, timeout: float = 10) -> dict:
+    """The REST options of one archive (an OrthancPeer of conftest) for dicom_reconcile and pacs_migrate."""
+    return {"url": orthanc.url, "username": orthanc.user, "password": orthanc.password, "timeout": timeout}
+
+
 def run_module(module, args: dict, check_mode: bool = False) -> dict:
     """Run ``module.main()`` with ``args``; return the JSON result (``failed: True`` on fail_json).
 

@@ -95,7 +95,7 @@ integration: deps venv images
 # apt-cacher-ng service, which the workstations scenario runs the site cache on, and a third lane
 # beside two scenarios made the machine too slow for pacs_rollback's 60-second back-in-service
 # check (docs/testing.md). The lanes are balanced by the scenarios' times in CI.
-TEST_LANES := "lab pacs_upgrade pacs_rollback ris_upgrade windows" "pacs_resume pacs_precheck_refusal ris_rollback workstations"
+TEST_LANES := "lab pacs_upgrade pacs_rollback ris_upgrade migration windows" "pacs_resume pacs_precheck_refusal ris_rollback workstations"
 molecule: deps venv images artifacts
 	tools/test_lanes.sh $(TEST_LANES)
 

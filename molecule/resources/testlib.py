@@ -70,10 +70,30 @@ class OrthancRest:
     def json(self, path: str, body: bytes | None = None):
         return json.loads(self.request(path, body))
 
+    def delete(self, path: str) -> None:
+        """DELETE a resource (the scenarios that inject discrepancies on purpose)."""
+        req = urllib.request.Request(self.url + path, method="DELETE")  # noqa: S310
+        req.add_header("Authorization", self._auth)
+        with urllib.request.urlopen(req, timeout=30):  # noqa: S310 - loopback lab peer
+            pass
+
     def instance_by_sop_uid(self, sop_uid: str) -> str | None:
         found = self.json("/tools/lookup", sop_uid.encode())
         ids = [f["ID"] for f in found if f.get("Type") == "Instance"]
         return ids[0] if ids else None
+
+
+def altered_copy(data: bytes) -> bytes:
+    """A DICOM file with the same UIDs and other content (its series description changed)."""
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.SeriesDescription = "ALTERED AFTER THE MIGRATION"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def seed_manifest() -> dict:

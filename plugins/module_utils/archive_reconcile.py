@@ -15,6 +15,9 @@
 * ``DicomInventory(params, workers)`` -- any archive over DICOM: C-FIND (Study Root) at STUDY, then
   SERIES per study, then IMAGE per series, on ``workers`` associations at once; an instance is
   keyed by its SOP Instance UID. Deep check: the dataset of each instance retrieved with C-GET.
+* ``rest_side_spec``, ``rest_side_error``, ``open_rest_side``, ``parent_dir_error`` -- the REST options of
+  one archive (``source`` or ``target``) as dicom_reconcile and pacs_migrate take them, checked before any
+  request, and the inventory they open; ``inventories(source, target)`` lists both at once.
 * ``reconcile(source, target, ...)`` -- the comparison: missing, extra, misfiled and differing
   instances, per-series counts, the discrepancy rates per instance and per study, every
   discrepancy by UID with the patient identifier masked.
@@ -27,6 +30,7 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import random
 import ssl
 import threading
@@ -34,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from ansible.module_utils.orthanc_rest import OrthancError
+from ansible.module_utils.orthanc_rest import OrthancError, ca_path_error, normalise_url
 
 try:
     from pydicom import dcmread
@@ -197,6 +201,59 @@ class RestPool:
 
     def close(self):
         self._drop()
+
+
+# --------------------------------------------------------------------------- one archive's REST options
+
+
+def rest_side_spec(timeout: float, url_required: bool = False) -> dict:
+    """The REST suboptions of one archive (``source`` or ``target``)."""
+    return {
+        "url": {"type": "str", "required": url_required},
+        "username": {"type": "str"},
+        "password": {"type": "str", "no_log": True},
+        "validate_certs": {"type": "bool", "default": True},
+        "ca_path": {"type": "path"},
+        "timeout": {"type": "float", "default": timeout},
+    }
+
+
+def rest_side_error(opts: dict, side: str):
+    """What is wrong with one archive's REST options (named ``side.option``), else None."""
+    try:
+        normalise_url(opts["url"], f"{side}.url")
+    except OrthancError as exc:
+        return str(exc)
+    if opts["password"] is not None and opts["username"] is None:
+        return f"{side}.password is set but {side}.username is not; set both or neither"
+    return ca_path_error(opts["ca_path"], f"{side}.ca_path") or timeout_error(opts, side)
+
+
+def timeout_error(opts: dict, side: str):
+    if not 0 < opts["timeout"] <= 3600:
+        return f"{side}.timeout must be more than 0 and at most 3600 seconds"
+    return None
+
+
+def parent_dir_error(path, option: str):
+    """A file option whose directory does not exist (checked before any work), else None."""
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return f"{option}: the directory of {path} does not exist; create it or choose another path"
+    return None
+
+
+def open_rest_side(opts: dict, side: str, workers: int) -> OrthancInventory:
+    """The inventory of one archive over REST, from options rest_side_error accepted."""
+    pool = RestPool(normalise_url(opts["url"], f"{side}.url"), opts["username"], opts["password"],
+                    opts["validate_certs"], opts["ca_path"], opts["timeout"], option=f"{side}.url")  # fmt: skip
+    return OrthancInventory(pool, workers)
+
+
+def inventories(source, target):
+    """Both archives listed at the same time: (source inventory, target inventory)."""
+    with ThreadPoolExecutor(2) as pool:
+        src, tgt = pool.submit(source.inventory), pool.submit(target.inventory)
+        return src.result(), tgt.result()
 
 
 # --------------------------------------------------------------------------- inventories
@@ -465,9 +522,7 @@ def reconcile(source, target, *, sample_size=500, seed="", deep_check="file", ig
               max_percent=1.0):  # fmt: skip
     """Compare two archives (OrthancInventory or DicomInventory each); the dict dicom_reconcile returns."""
     started = time.monotonic()
-    with ThreadPoolExecutor(2) as pool:
-        src_future, tgt_future = pool.submit(source.inventory), pool.submit(target.inventory)
-        src, tgt = src_future.result(), tgt_future.result()
+    src, tgt = inventories(source, target)
     inventoried = time.monotonic()
     src_keys, tgt_keys = set(src.where), set(tgt.where)
     missing = src_keys - tgt_keys

@@ -223,35 +223,32 @@ timings_s:
 """
 
 import json
-import os
 
 from ansible.module_utils.arg_types import whole_number
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.orthanc_rest import OrthancError, ca_path_error, normalise_url
+from ansible.module_utils.orthanc_rest import OrthancError
 
 try:
     from ansible.module_utils.archive_reconcile import (
         HAS_PYDICOM,
         DicomInventory,
-        OrthancInventory,
-        RestPool,
+        open_rest_side,
+        parent_dir_error,
         parse_ignore,
         reconcile,
+        rest_side_error,
+        rest_side_spec,
+        timeout_error,
     )
 except ImportError:  # pragma: no cover
     HAS_PYDICOM = False
 
 SIDE = {
-    "url": {"type": "str"},
-    "username": {"type": "str"},
-    "password": {"type": "str", "no_log": True},
-    "validate_certs": {"type": "bool", "default": True},
-    "ca_path": {"type": "path"},
+    **rest_side_spec(timeout=60.0),
     "host": {"type": "str"},
     "port": {"type": whole_number, "default": 104},
     "called_ae": {"type": "str"},
     "calling_ae": {"type": "str", "default": "CLINUPG"},
-    "timeout": {"type": "float", "default": 60.0},
 }
 LISTED = 10  # discrepancies named in the failure message (all of them are in the result)
 
@@ -280,8 +277,9 @@ def params_error(p):
         return f"sample_size must be 0 (no deep check) or more studies, got {p['sample_size']}"
     if not 1 <= p["workers"] <= 32:
         return f"workers must be between 1 and 32, got {p['workers']}"
-    if p["report"] and not os.path.isdir(os.path.dirname(os.path.abspath(p["report"]))):
-        return f"report: the directory of {p['report']} does not exist; create it or choose another path"
+    error = parent_dir_error(p["report"], "report")
+    if error:
+        return error
     method = p["method"]
     if method == "auto":
         method = "rest" if p["source"]["url"] and p["target"]["url"] else "dicom"
@@ -290,23 +288,16 @@ def params_error(p):
         if method == "rest":
             if not opts["url"]:
                 return f"{side}.url is needed with method rest (the Orthanc REST API, for example http://pacs1:8042)"
-            try:
-                normalise_url(opts["url"], f"{side}.url")
-            except OrthancError as exc:
-                return str(exc)
-            if opts["password"] is not None and opts["username"] is None:
-                return f"{side}.password is set but {side}.username is not; set both or neither"
-            error = ca_path_error(opts["ca_path"], f"{side}.ca_path")
-            if error:
-                return error
+            error = rest_side_error(opts, side)
+        elif not opts["host"] or not opts["called_ae"]:
+            error = (
+                f"{side}.host and {side}.called_ae are needed with method dicom (give both archives' DICOM "
+                f"service), or {side}.url for both to reconcile two Orthanc archives over REST"
+            )
         else:
-            if not opts["host"] or not opts["called_ae"]:
-                return (
-                    f"{side}.host and {side}.called_ae are needed with method dicom (give both archives' DICOM "
-                    f"service), or {side}.url for both to reconcile two Orthanc archives over REST"
-                )
-        if not 0 < opts["timeout"] <= 3600:
-            return f"{side}.timeout must be more than 0 and at most 3600 seconds"
+            error = timeout_error(opts, side)
+        if error:
+            return error
     if method == "dicom" and p["deep_check"] == "file":
         return "deep_check file needs method rest (a C-GET gives the dataset, never the stored file): use dataset"
     try:
@@ -319,11 +310,7 @@ def params_error(p):
 def open_side(p, side, method):
     opts = p[side]
     if method == "rest":
-        pool = RestPool(
-            normalise_url(opts["url"], f"{side}.url"), opts["username"], opts["password"], opts["validate_certs"],
-            opts["ca_path"], opts["timeout"], option=f"{side}.url",
-        )  # fmt: skip
-        return OrthancInventory(pool, p["workers"])
+        return open_rest_side(opts, side, p["workers"])
     from ansible.module_utils.dicom_client import build_client, validate_connection_params
 
     params = {"host": opts["host"], "port": opts["port"], "called_ae": opts["called_ae"],

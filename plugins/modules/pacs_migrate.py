@@ -180,23 +180,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible.module_utils.archive_reconcile import (
+    inventories,
+    open_rest_side,
+    parent_dir_error,
+    rest_side_error,
+    rest_side_spec,
+)
 from ansible.module_utils.arg_types import whole_number
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.orthanc_rest import OrthancError, ca_path_error, normalise_url
+from ansible.module_utils.orthanc_rest import OrthancError
 
-try:
-    from ansible.module_utils.archive_reconcile import OrthancInventory, RestPool
-except ImportError:  # pragma: no cover
-    OrthancInventory = RestPool = None
-
-SIDE = {
-    "url": {"type": "str", "required": True},
-    "username": {"type": "str"},
-    "password": {"type": "str", "no_log": True},
-    "validate_certs": {"type": "bool", "default": True},
-    "ca_path": {"type": "path"},
-    "timeout": {"type": "float", "default": 300.0},
-}
+SIDE = rest_side_spec(timeout=300.0, url_required=True)
 
 
 def argument_spec():
@@ -228,22 +223,10 @@ def params_error(p):
         return f"backoff_seconds must be between 0 and 60, got {p['backoff_seconds']}"
     if p["replace"] and not p["keep_dir"]:
         return "keep_dir is required with replace: each instance is saved there before it is deleted on the target"
-    for option in ("journal",):
-        if p[option] and not os.path.isdir(os.path.dirname(os.path.abspath(p[option]))):
-            return f"{option}: the directory of {p[option]} does not exist; create it or choose another path"
+    error = parent_dir_error(p["journal"], "journal")
     for side in ("source", "target"):
-        try:
-            normalise_url(p[side]["url"], f"{side}.url")
-        except OrthancError as exc:
-            return str(exc)
-        if p[side]["password"] is not None and p[side]["username"] is None:
-            return f"{side}.password is set but {side}.username is not; set both or neither"
-        error = ca_path_error(p[side]["ca_path"], f"{side}.ca_path")
-        if error:
-            return error
-        if not 0 < p[side]["timeout"] <= 3600:
-            return f"{side}.timeout must be more than 0 and at most 3600 seconds"
-    return None
+        error = error or rest_side_error(p[side], side)
+    return error
 
 
 class RateLimit:
@@ -398,17 +381,10 @@ def main():
     error = params_error(p)
     if error:
         module.fail_json(msg=error, reason="invalid_argument", failures=[])
-    sides = {}
-    for side in ("source", "target"):
-        o = p[side]
-        pool = RestPool(normalise_url(o["url"], f"{side}.url"), o["username"], o["password"], o["validate_certs"],
-                        o["ca_path"], o["timeout"], option=f"{side}.url")  # fmt: skip
-        sides[side] = OrthancInventory(pool, p["workers"])
+    sides = {side: open_rest_side(p[side], side, p["workers"]) for side in ("source", "target")}
     started = time.monotonic()
     try:
-        with ThreadPoolExecutor(2) as pool:
-            src_f, tgt_f = pool.submit(sides["source"].inventory), pool.submit(sides["target"].inventory)
-            src, tgt = src_f.result(), tgt_f.result()
+        src, tgt = inventories(sides["source"], sides["target"])
         missing = [k for k in src.where if k not in tgt.where]
         unknown = [k for k in p["replace"] if k not in src.where]
         if unknown:

@@ -27,7 +27,6 @@ are read in Python (the process from /proc), and the probe's samples from its fi
 
 from __future__ import annotations
 
-import copy
 import datetime
 import getpass
 import json
@@ -35,6 +34,7 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Mapping
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -143,7 +143,7 @@ def upgrade_result_new(host: str, product: str, run: dict, target_version=None) 
     return {
         "kind": "clinical-upgrade/upgrade",
         "schema": SCHEMA,
-        "run": copy.deepcopy(run or {}),
+        "run": _plain(run or {}),
         "host": host,
         "product": product,
         "outcome": "unknown",
@@ -170,10 +170,25 @@ def upgrade_result_new(host: str, product: str, run: dict, target_version=None) 
     }
 
 
+def _plain(value):
+    """A copy of a variable's data as plain dicts and lists, to change without touching the variable.
+
+    Not copy.deepcopy: ansible-core 2.19 hands filters its lazy containers, whose deepcopy rebuilds a
+    lazy container for every dict and list inside; on upgrade_result (every step, the baseline, the
+    verifications) that took seconds per filter call and grew with each step of the run
+    (docs/testing.md, "Where the rollback's time goes"). Reading the items once gives the same data.
+    """
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _check_result(result) -> dict:
     if not isinstance(result, dict) or not isinstance(result.get("steps"), list):
         raise ValueError("not an upgrade result: build it with upgrade_result_new first")
-    return copy.deepcopy(result)
+    return _plain(result)
 
 
 def upgrade_step_begin(result, name: str, epoch) -> dict:
@@ -285,7 +300,7 @@ def upgrade_snapshot_mark(record, margin_s=600) -> dict | None:
         raise ValueError("upgrade_snapshot_mark needs a snapshot record (the snapshot role's snapshot_shown)")
     mark = (record.get("annotations") or {}).get("mark")
     if isinstance(mark, dict) and mark:
-        return copy.deepcopy(mark)
+        return _plain(mark)
     created = record.get("created")
     if not created:
         return None
@@ -308,7 +323,7 @@ def upgrade_running_step(result) -> str | None:
 
 def upgrade_public(result) -> dict:
     """The result without internal bookkeeping (what the evidence file holds)."""
-    out = copy.deepcopy(result or {})
+    out = _plain(result or {})
     for step in out.get("steps", []):
         step.pop("_t0", None)
     for key in [k for k in out.get("timings", {}) if k.startswith("_")]:

@@ -14,6 +14,8 @@ import dicom_reconcile
 import pydicom
 import pytest
 from ansible.module_utils import dicom_synth
+from ansible.module_utils.archive_reconcile import DicomInventory
+from ansible.module_utils.dicom_client import build_client
 from conftest import _orthanc_peer
 from support import LOOPBACK, SCU_AE, dcmtk, free_port, stop_process, wait_for_port
 from support import rest_side as side
@@ -208,6 +210,35 @@ def test_over_dicom_an_orthanc_and_a_dcmqrscp_archive_reconcile_and_the_missing_
         stop_process(source.process)
         with pytest.raises(StopIteration):
             next(peers)
+
+
+def test_over_dicom_every_query_has_an_association_of_its_own_and_finds_what_findscu_finds(tmp_path, dcmqrscp):
+    """Reusing an association for the next C-FIND lost an answer about once in 60 inventories under load
+    (an IMAGE query answered 1 of 2 instances with a final Success); findscu, an association per query,
+    never did. So every query has its own association, released after it: counted here."""
+    manifest = dicom_synth.generate_studies(tmp_path / "plain", 3, 2, 2, size_px=16, modality="CT")
+    files = sorted(str(tmp_path / "plain" / e["path"]) for e in manifest.values())
+    subprocess.run([dcmtk("storescu"), "-aec", "DCMQR", "-aet", SCU_AE, LOOPBACK, str(dcmqrscp["port"]), *files],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    params = {k: dcmqrscp[k] for k in ("host", "port", "called_ae", "calling_ae", "timeout")}
+    associations = []
+
+    class Counting:
+        def __init__(self):
+            self.client = build_client(params)
+
+        def associate(self, *args, **kwargs):
+            assoc, rest = self.client.associate(*args, **kwargs)
+            associations.append(assoc)
+            return assoc, rest
+
+    inventory = DicomInventory(Counting, workers=4)
+    found = inventory.inventory()
+    inventory.close()
+    assert len(associations) == 1 + 3 + 6  # STUDY, SERIES per study, IMAGE per series
+    assert all(a.is_released for a in associations)
+    studies = {e["study_uid"] for e in manifest.values()}
+    assert set(found.where) == findscu_sop_uids(LOOPBACK, dcmqrscp["port"], "DCMQR", SCU_AE, studies) == set(manifest)
 
 
 @pytest.mark.parametrize(

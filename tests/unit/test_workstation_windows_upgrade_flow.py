@@ -17,10 +17,12 @@ nothing about Windows itself: molecule/windows does, against a real host.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import subprocess
 
+import junitparser
 import pytest
 import yaml
 from test_workstation_windows_flow import (
@@ -161,7 +163,7 @@ def test_the_windows_play_patches_through_the_flow_with_nothing_run_on_the_host(
     assert "win_package" not in " ".join(calls_after[len(calls):])
 
 
-def test_a_failed_verification_rolls_back_to_the_restore_point_and_verifies_again(fleet):
+def test_a_failed_verification_rolls_back_to_the_restore_point_and_verifies_again(fleet, tmp_path):
     proc, summary, record, calls, state = fleet("-e", "upgrade_expected_version=9.9.9-injected-fault")
     assert proc.returncode != 0
     [ws] = summary["workstations"]
@@ -174,3 +176,17 @@ def test_a_failed_verification_rolls_back_to_the_restore_point_and_verifies_agai
     assert "restore_point status" in calls
     # The restore point brought back the viewer and the driver the workstation had before the run.
     assert state["viewer"] == OLD_STATE["viewer"] and not state.get("drivers"), state
+    # The evidence people read: the finding's SLA severity, the JUnit file (read back by junitparser), the
+    # HTML report, and each file's sha256 printed in the log as the file has it.
+    assert [(f["check"], f["severity"]) for f in record["findings"]] == [("outcome", 3), ("downtime", 4)]
+    [run_dir] = (tmp_path / "evidence").glob("upgrade-*-*/")
+    junit = {(case.classname, case.name): case
+             for suite in junitparser.JUnitXml.fromfile(str(run_dir / "junit.xml")) for case in suite}
+    assert "SLA severity 3" in junit["rad-ws-11.outcome", "rolled_back"].result[0].message
+    assert not junit["rad-ws-11.verify", "viewer_version"].is_passed
+    assert junit["rad-ws-11.rollback", "viewer_version"].is_passed
+    assert 'id="timeline-rad-ws-11"' in (run_dir / "report.html").read_text()
+    for name in ("rad-ws-11.json", "report.html", "junit.xml", "summary.json"):
+        digest = hashlib.sha256((run_dir / name).read_bytes()).hexdigest()
+        printed = [line for line in proc.stdout.splitlines() if " sha256 " in line]
+        assert any(f"{run_dir / name} sha256 {digest}" in line for line in printed), (name, printed)

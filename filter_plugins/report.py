@@ -10,6 +10,9 @@
   in phases (precheck, snapshot, stage, switch, verify, rollback) with their offsets from the run's
   start, every check (precheck, verification, verification after a rollback) with status and timing,
   and the findings with their SLA severity (filter_plugins/sla.py); and the run's totals.
+- ``hostvars | monitor_view(hosts, run, sla, in_service_hours)``: the same view of a monitoring run
+  (playbooks/monitor.yml): each host's health checks and their findings, no timeline.
+- ``view | report_metrics(epoch)``: Prometheus text format for node_exporter's textfile collector.
 - ``view | report_junit``: JUnit XML, one test suite per host and one test case per check (and one
   for the host's outcome), for CI and AWX.
 
@@ -26,7 +29,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sla import sla_table, sla_worst, upgrade_findings  # noqa: E402
+from sla import sla_findings, sla_table, sla_worst, upgrade_findings  # noqa: E402
 
 # Which phase of the timeline each step of roles/upgrade belongs to.
 PHASES = {
@@ -36,6 +39,9 @@ PHASES = {
     "verify_after_rollback": "rollback", "check_after_rollback": "rollback",
 }
 PHASE_ORDER = ("precheck", "snapshot", "stage", "switch", "verify", "rollback")
+# The profile of a host by its inventory group (dicom_verify's default), most specific first.
+GROUP_PROFILES = (("workstations_windows", "workstation_windows"), ("workstations", "workstation"), ("ris", "ris"),
+                  ("pacs", "pacs"))
 BAD_OUTCOMES = ("refused", "failed_unchanged", "rolled_back", "rollback_failed", "unknown", "not_attempted")
 
 
@@ -154,6 +160,88 @@ def upgrade_report_view(evidences, hosts=None, run=None, sla=None, in_service_ho
     }
 
 
+def monitor_view(hostvars, hosts, run=None, sla=None, in_service_hours=True) -> dict:
+    """The view of a monitoring run (playbooks/monitor.yml): each host's health checks
+    (``dicom_verify_results``, by its ``dicom_verify_profile``) and their findings; a host without
+    results could not be checked (unreachable) and is a finding of its own. Same shape as
+    upgrade_report_view, so the HTML report and report_junit read it alike."""
+    table = sla_table(sla)
+    rows, findings, counts = [], [], {}
+    for host in hosts or []:
+        try:
+            facts = hostvars[host]
+            results, profile = facts.get("dicom_verify_results"), facts.get("dicom_verify_profile")
+            groups = facts.get("group_names") or []
+        except (KeyError, TypeError):
+            results, profile, groups = None, None, []
+        if not profile:  # a host that could not be checked: what it is, from its groups
+            profile = next((p for g, p in GROUP_PROFILES if g in groups), "pacs")
+        if not isinstance(results, list):
+            results = [{"check": "host_reachable", "status": "failed", "elapsed_ms": None, "details": {},
+                        "message": "no results: the host was unreachable or its checks stopped early"}]
+        host_findings = sla_findings(results, host, str(profile).strip(), sla, in_service_hours,
+                                     source="monitor")
+        outcome = "healthy" if not any(r.get("status") == "failed" for r in results if isinstance(r, Mapping)) \
+            else "unhealthy"
+        checks = [{"phase": "verify", "check": str(r.get("check", "?")), "status": r.get("status"),
+                   "elapsed_ms": r.get("elapsed_ms"), "message": str(r.get("message") or "")}
+                  for r in results if isinstance(r, Mapping)]
+        rows.append({"host": host, "outcome": outcome, "product": str(profile).strip(), "versions": {},
+                     "snapshot": None, "downtime": None, "timeline": [], "checks": checks,
+                     "findings": host_findings, "failed_step": None, "message": None, "evidence": None})
+        findings += host_findings
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return {
+        "run": dict(run or {}),
+        "hosts": rows,
+        "counts": counts,
+        "ok": bool(rows) and all(r["outcome"] == "healthy" for r in rows),
+        "findings": sorted(findings, key=lambda f: (f["severity"], f["host"], f["check"])),
+        "worst_severity": sla_worst(findings),
+        "sla": [{"severity": level, **entry} for level, entry in table.items()],
+        "in_service_hours": bool(in_service_hours),
+        "phases": ["verify"],
+        "span_s": 0.0,
+    }
+
+
+def _label(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def report_metrics(view, epoch) -> str:
+    """Prometheus text format (node_exporter's textfile collector) of a view: each check's status and
+    latency, the findings per severity, the hosts per outcome, and when the run ended."""
+    if not isinstance(view, Mapping) or "hosts" not in view:
+        raise ValueError("report_metrics needs the view monitor_view or upgrade_report_view builds")
+    lines = [
+        "# HELP clinical_check_up 1 when the check passed, 0 when it failed (skipped checks are left out).",
+        "# TYPE clinical_check_up gauge",
+    ]
+    latency = []
+    for row in view["hosts"]:
+        for check in row.get("checks") or []:
+            if check.get("status") not in ("passed", "failed"):
+                continue
+            labels = f'host="{_label(row["host"])}",check="{_label(check["check"])}",phase="{_label(check["phase"])}"'
+            lines.append(f"clinical_check_up{{{labels}}} {1 if check['status'] == 'passed' else 0}")
+            if isinstance(check.get("elapsed_ms"), (int, float)):
+                latency.append(f"clinical_check_latency_seconds{{{labels}}} {check['elapsed_ms'] / 1000.0:.6f}")
+    lines += ["# HELP clinical_check_latency_seconds How long the check took.",
+              "# TYPE clinical_check_latency_seconds gauge", *latency]
+    lines += ["# HELP clinical_findings Findings of the run by SLA severity (1 is the worst).",
+              "# TYPE clinical_findings gauge"]
+    for level in (1, 2, 3, 4):
+        count = sum(1 for f in view.get("findings") or [] if f.get("severity") == level)
+        lines.append(f'clinical_findings{{severity="{level}"}} {count}')
+    lines += ["# HELP clinical_hosts Hosts of the run by outcome.", "# TYPE clinical_hosts gauge"]
+    for outcome, count in sorted((view.get("counts") or {}).items()):
+        lines.append(f'clinical_hosts{{outcome="{_label(outcome)}"}} {count}')
+    lines += ["# HELP clinical_run_timestamp_seconds When the run wrote these metrics (Unix time).",
+              "# TYPE clinical_run_timestamp_seconds gauge", f"clinical_run_timestamp_seconds {float(epoch):.3f}"]
+    return "\n".join(lines) + "\n"
+
+
 def _case(classname, name, status, seconds=None, message="", severity=None) -> str:
     attrs = f"classname={quoteattr(classname)} name={quoteattr(name)}"
     if isinstance(seconds, (int, float)):
@@ -205,4 +293,6 @@ class FilterModule:
             "report_evidences": report_evidences,
             "upgrade_report_view": upgrade_report_view,
             "report_junit": report_junit,
+            "monitor_view": monitor_view,
+            "report_metrics": report_metrics,
         }

@@ -125,7 +125,8 @@ def inject(target: Orthanc) -> tuple[list[str], str]:
 def run_reconcile(source: Orthanc, target: Orthanc) -> tuple[float, dict]:
     args = {"source": source.rest(), "target": target.rest(), "max_discrepancy_percent": 100}
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")  # fmt: skip
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+               ANSIBLE_CALLBACKS_ENABLED="")  # fmt: skip
     started = time.monotonic()
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local",

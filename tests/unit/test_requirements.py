@@ -20,6 +20,11 @@ def used_collections() -> set[str]:
         for path in (REPO / base).rglob("*.yml"):
             for namespace, name in FQCN.findall(path.read_text()):
                 used.add(f"{namespace}.{name}")
+    # The callbacks ansible.cfg enables are plugins of collections too.
+    for line in (REPO / "ansible.cfg").read_text().splitlines():
+        if line.strip().startswith("callbacks_enabled"):
+            for plugin in line.split("=", 1)[1].split(","):
+                used.add(".".join(plugin.strip().split(".")[:2]))
     return {c for c in used if c.split(".")[0] in {"community", "containers", "ansible", "awx", "infra", "kubernetes"}}
 
 

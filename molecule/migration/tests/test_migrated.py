@@ -41,7 +41,8 @@ def reconcile():
         "max_discrepancy_percent": 0,
     }
     env = dict(os.environ, ANSIBLE_CONFIG=str(testlib.PROJECT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")  # fmt: skip
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+               ANSIBLE_CALLBACKS_ENABLED="")  # fmt: skip
     proc = subprocess.run(
         [testlib.venv_bin("ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "dicom_reconcile",
          "-a", json.dumps(args), "-e", f"ansible_python_interpreter={testlib.venv_bin('python')}"],

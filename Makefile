@@ -13,7 +13,7 @@ export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-DEB_PACKAGES := openssh-client podman runc debootstrap uidmap slirp4netns dcmtk orthanc lvm2 python3-venv openssl make nginx-light apt-cacher-ng logrotate dnf dnf-plugins-core rpm createrepo-c
+DEB_PACKAGES := openssh-client chromium podman runc debootstrap uidmap slirp4netns dcmtk orthanc lvm2 python3-venv openssl make nginx-light apt-cacher-ng logrotate dnf dnf-plugins-core rpm createrepo-c
 
 .PHONY: help deps venv images artifacts lab-up lab-down verify upgrade demo lint unit integration molecule test clean
 

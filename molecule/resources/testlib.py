@@ -240,3 +240,39 @@ def install_tree(host) -> str:
     """The installed releases' paths, file digests and current link (as prepare_ris.yml records them)."""
     return host.check_output("cd /opt/cu-ris && find . -print | sort && find . -type f -print0 "
                              "| sort -z | xargs -0 sha256sum && readlink current")
+
+
+def _png_pixels_vary(png: bytes) -> bool:
+    """True when a PNG (8-bit RGB or RGBA, as Chromium writes) has more than one colour in it."""
+    import struct
+    import zlib
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width, channels = 8, b"", 0, 0
+    while pos < len(png):
+        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
+        body = png[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, _height, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and colour in (2, 6), f"unexpected PNG format (depth {depth}, colour {colour})"
+            channels = 3 if colour == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = 1 + width * channels
+    # Filter bytes aside, a blank page's rows are all the same after the first (filter "up" gives zeros).
+    rows = {raw[i + 1:i + stride] for i in range(0, len(raw), stride)}
+    return len(rows) > 2
+
+
+def render_in_chromium(html: Path, screenshot: Path) -> str:
+    """Render a page in headless Chromium (Debian's chromium): save a screenshot, return the DOM as rendered."""
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    flags = ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--window-size=1400,1800"]
+    subprocess.run([*flags, f"--screenshot={screenshot}", html.as_uri()], check=True, capture_output=True, timeout=120)
+    assert _png_pixels_vary(screenshot.read_bytes()), f"{screenshot} is blank"
+    dom = subprocess.run([*flags, "--dump-dom", html.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    return dom

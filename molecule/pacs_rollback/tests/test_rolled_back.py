@@ -101,3 +101,14 @@ def test_the_pacs_was_back_in_service_within_60_s_of_the_failed_start():
     acks_after = sorted(a["t"] for a in testlib.acknowledged_by_sender() if a["t"] > gave_up)
     assert acks_after, "no store was acknowledged after the failed switch"
     assert acks_after[0] - gave_up <= 60, f"back in service {acks_after[0] - gave_up:.1f} s after the failed start"
+
+
+def test_the_html_report_of_the_run_renders_in_chromium_with_host_outcome_and_timeline():
+    """The run's report.html, rendered by headless Chromium: the screenshot is kept with the test's artifacts
+    (results/test-artifacts/), and the page as rendered shows the host, its outcome and its timeline."""
+    [report] = sorted(testlib.RESULTS.glob("upgrade-*/report.html"))[-1:]
+    shot = testlib.PROJECT / "results" / "test-artifacts" / "pacs_rollback-report.png"
+    dom = testlib.render_in_chromium(report, shot)
+    assert f'id="timeline-{HOST}"' in dom and f'id="host-{HOST}"' in dom
+    assert "rolled_back" in dom and "ATTENTION NEEDED" in dom
+    assert dom.count('class="bar ') >= 5  # the lock, mark, snapshot, stage, switch ... steps on the time axis

@@ -99,7 +99,12 @@ TEST_LANES := "lab pacs_upgrade pacs_rollback ris_upgrade migration windows" "pa
 molecule: deps venv images artifacts
 	tools/test_lanes.sh $(TEST_LANES)
 
-test: lint unit integration molecule
+# The unit and the integration suites run at once: the integration tests mostly wait on podman (a
+# container booting, a snapshot written) while the unit tests compute, and they share no container,
+# port or file (the unit tests run no real podman). Then the Molecule lanes, which want both cores.
+test: lint images
+	@$(MAKE) --no-print-directory -j2 unit integration
+	@$(MAKE) --no-print-directory molecule
 
 clean: lab-down
 	rm -rf results

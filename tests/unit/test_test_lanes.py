@@ -130,4 +130,7 @@ def test_the_makefile_runs_the_suites_before_the_lanes_never_beside_a_scenario()
     items = [item for lane in makefile_lanes() for item in lane]
     assert "unit" not in items and "integration" not in items
     text = (REPO / "Makefile").read_text()
-    assert re.search(r"^test: lint unit integration molecule$", text, re.MULTILINE)
+    # The unit and integration suites at once (they share no container, port or file), then the lanes.
+    recipe = re.search(r"^test: lint images\n((?:\t.*\n)+)", text, re.MULTILINE).group(1).splitlines()
+    assert [line.split()[-3:] if "-j2" in line else line.split()[-1:] for line in recipe] == [
+        ["-j2", "unit", "integration"], ["molecule"]]

@@ -13,6 +13,7 @@
 - ``hostvars | monitor_view(hosts, run, sla, in_service_hours)``: the same view of a monitoring run
   (playbooks/monitor.yml): each host's health checks and their findings, no timeline.
 - ``view | report_metrics(epoch)``: Prometheus text format for node_exporter's textfile collector.
+- ``results | report_digests``: the sha256 line of each evidence file a looped copy wrote.
 - ``view | report_junit``: JUnit XML, one test suite per host and one test case per check (and one
   for the host's outcome), for CI and AWX.
 
@@ -22,6 +23,7 @@ Pure functions on the evidence; nothing is read from a host.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -49,14 +51,9 @@ def _epoch(iso):
     if not iso:
         return None
     try:
-        return datetime.datetime.strptime(str(iso).rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(
-            tzinfo=datetime.UTC).timestamp()
+        return datetime.datetime.fromisoformat(str(iso)).timestamp()  # "...Z", with or without a fraction
     except ValueError:
-        try:
-            return datetime.datetime.strptime(str(iso).rstrip("Z"), "%Y-%m-%dT%H:%M:%S").replace(
-                tzinfo=datetime.UTC).timestamp()
-        except ValueError:
-            return None
+        return None
 
 
 def _checks(evidence) -> list:
@@ -94,6 +91,32 @@ def _timeline(evidence, origin, span) -> list:
     return steps
 
 
+def _view(run, rows, findings, table, in_service_hours, phases, span_s, ok) -> dict:
+    """What the HTML report, report_junit and report_metrics read, whichever run built the rows."""
+    counts = {}
+    for row in rows:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    return {
+        "run": dict(run or {}),
+        "hosts": rows,
+        "counts": counts,
+        "ok": ok,
+        "findings": sorted(findings, key=lambda f: (f["severity"], f["host"], f["check"])),
+        "worst_severity": sla_worst(findings),
+        "sla": [{"severity": level, **entry} for level, entry in table.items()],
+        "in_service_hours": bool(in_service_hours),
+        "phases": phases,
+        "span_s": span_s,
+    }
+
+
+def report_digests(results) -> list:
+    """``<path> sha256 <hex>`` of each file a looped copy task wrote (its registered results, each
+    item with ``content``): the lines a run log prints to tie its evidence files to the job."""
+    return [f"{r['dest']} sha256 {hashlib.sha256(str(r['item']['content']).encode('utf-8')).hexdigest()}"
+            for r in results or []]
+
+
 def report_evidences(hostvars, hosts, run=None) -> dict:
     """The evidence of each host of the run (``upgrade_report_evidence``), by host name; hosts of
     another run or without evidence are left out (the view shows them as never attempted)."""
@@ -123,7 +146,7 @@ def upgrade_report_view(evidences, hosts=None, run=None, sla=None, in_service_ho
     moments = [m for m in moments if m is not None]
     origin = min(moments) if moments else 0.0
     span = (max(moments) - origin) if moments else 0.0
-    rows, findings, counts = [], [], {}
+    rows, findings = [], []
     for host in hosts:
         evidence = evidences.get(host)
         if not isinstance(evidence, Mapping):
@@ -144,20 +167,9 @@ def upgrade_report_view(evidences, hosts=None, run=None, sla=None, in_service_ho
                    "findings": host_findings, "failed_step": evidence.get("failed_step"),
                    "message": evidence.get("message"), "evidence": evidence.get("evidence_file")}
             findings += host_findings
-        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
         rows.append(row)
-    return {
-        "run": dict(run or {}),
-        "hosts": rows,
-        "counts": counts,
-        "ok": bool(rows) and not any(r["outcome"] in BAD_OUTCOMES for r in rows),
-        "findings": sorted(findings, key=lambda f: (f["severity"], f["host"], f["check"])),
-        "worst_severity": sla_worst(findings),
-        "sla": [{"severity": level, **entry} for level, entry in table.items()],
-        "in_service_hours": bool(in_service_hours),
-        "phases": list(PHASE_ORDER),
-        "span_s": round(span, 1),
-    }
+    return _view(run, rows, findings, table, in_service_hours, list(PHASE_ORDER), round(span, 1),
+                 ok=bool(rows) and not any(r["outcome"] in BAD_OUTCOMES for r in rows))
 
 
 def monitor_view(hostvars, hosts, run=None, sla=None, in_service_hours=True) -> dict:
@@ -166,7 +178,7 @@ def monitor_view(hostvars, hosts, run=None, sla=None, in_service_hours=True) -> 
     results could not be checked (unreachable) and is a finding of its own. Same shape as
     upgrade_report_view, so the HTML report and report_junit read it alike."""
     table = sla_table(sla)
-    rows, findings, counts = [], [], {}
+    rows, findings = [], []
     for host in hosts or []:
         try:
             facts = hostvars[host]
@@ -190,19 +202,8 @@ def monitor_view(hostvars, hosts, run=None, sla=None, in_service_hours=True) -> 
                      "snapshot": None, "downtime": None, "timeline": [], "checks": checks,
                      "findings": host_findings, "failed_step": None, "message": None, "evidence": None})
         findings += host_findings
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return {
-        "run": dict(run or {}),
-        "hosts": rows,
-        "counts": counts,
-        "ok": bool(rows) and all(r["outcome"] == "healthy" for r in rows),
-        "findings": sorted(findings, key=lambda f: (f["severity"], f["host"], f["check"])),
-        "worst_severity": sla_worst(findings),
-        "sla": [{"severity": level, **entry} for level, entry in table.items()],
-        "in_service_hours": bool(in_service_hours),
-        "phases": ["verify"],
-        "span_s": 0.0,
-    }
+    return _view(run, rows, findings, table, in_service_hours, ["verify"], 0.0,
+                 ok=bool(rows) and all(r["outcome"] == "healthy" for r in rows))
 
 
 def _label(value) -> str:
@@ -295,4 +296,5 @@ class FilterModule:
             "report_junit": report_junit,
             "monitor_view": monitor_view,
             "report_metrics": report_metrics,
+            "report_digests": report_digests,
         }

@@ -15,7 +15,7 @@ description:
   - Each record has the syslog severity of its SLA severity (1 critical, 2 error, 3 warning, 4 notice),
     the structured data C([clinical@32473 host=... check=... severity=... run=...]) and the finding's
     title and message as the free text. Patient names and IDs never reach it (the findings carry none).
-  - Runs on the controller (C(delegate_to: localhost)). Python standard library only.
+  - Runs on the controller (delegated to localhost). Python standard library only.
 version_added: "0.5.0"
 author:
   - clinical-upgrade contributors

@@ -365,9 +365,8 @@ class DicomInventory:
         self.sop_classes = set()
 
     # One association per C-FIND, as DCMTK's findscu does. Reusing one association for the next query
-    # lost an answer now and then under load (about 1 inventory in 60 against DCMTK dcmqrscp, an IMAGE
-    # query answering 1 of its 2 instances with a final Success), where an association per query lost
-    # none in 200 (tests/unit/test_dicom_reconcile.py, docs/migration.md). An inventory that silently
+    # lost an answer now and then under load (against DCMTK dcmqrscp, an IMAGE query answering 1 of its
+    # 2 instances with a final Success; docs/migration.md). An inventory that silently
     # misses instances would hide a discrepancy, so the few milliseconds per association are paid.
     def _associate(self):
         from pynetdicom import build_context

@@ -213,9 +213,9 @@ def test_over_dicom_an_orthanc_and_a_dcmqrscp_archive_reconcile_and_the_missing_
 
 
 def test_over_dicom_every_query_has_an_association_of_its_own_and_finds_what_findscu_finds(tmp_path, dcmqrscp):
-    """Reusing an association for the next C-FIND lost an answer about once in 60 inventories under load
-    (an IMAGE query answered 1 of 2 instances with a final Success); findscu, an association per query,
-    never did. So every query has its own association, released after it: counted here."""
+    """Reusing an association for the next C-FIND lost an answer now and then under load (an IMAGE query
+    answered 1 of 2 instances with a final Success); findscu, an association per query, did not. So every
+    query has its own association, released after it: counted here."""
     manifest = dicom_synth.generate_studies(tmp_path / "plain", 3, 2, 2, size_px=16, modality="CT")
     files = sorted(str(tmp_path / "plain" / e["path"]) for e in manifest.values())
     subprocess.run([dcmtk("storescu"), "-aec", "DCMQR", "-aet", SCU_AE, LOOPBACK, str(dcmqrscp["port"]), *files],

@@ -36,7 +36,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tools"))
 
+import ansible_json  # noqa: E402
 from migration import Orthanc, module_utils  # noqa: E402
 from upgrade_downtime import RESULTS, ROOT, median  # noqa: E402
 
@@ -124,18 +125,9 @@ def inject(target: Orthanc) -> tuple[list[str], str]:
 
 def run_reconcile(source: Orthanc, target: Orthanc) -> tuple[float, dict]:
     args = {"source": source.rest(), "target": target.rest(), "max_discrepancy_percent": 100}
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_CALLBACKS_ENABLED="")  # fmt: skip
     started = time.monotonic()
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-m", "dicom_reconcile", "-a", json.dumps(args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=3600,
-    )  # fmt: skip
-    wall = time.monotonic() - started
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return wall, result
+    _, result = ansible_json.run_module("dicom_reconcile", args)
+    return time.monotonic() - started, result
 
 
 def run_comparator(source: Orthanc, target: Orthanc, studies: int) -> float:

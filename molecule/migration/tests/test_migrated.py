@@ -4,10 +4,13 @@ exactly, fail the gate by name, and a re-run heals them."""
 
 import hashlib
 import json
-import os
 import subprocess
+import sys
 
 import testlib
+
+sys.path.insert(0, str(testlib.PROJECT / "tools"))
+import ansible_json  # noqa: E402
 
 testinfra_hosts = ["ansible://pacs_targets"]
 OLD = testlib.OrthancRest("http://127.0.0.1:23042")
@@ -40,16 +43,7 @@ def reconcile():
         "target": {"url": NEW.url, "username": "cuadmin", "password": testlib.LAB_PASSWORD},
         "max_discrepancy_percent": 0,
     }
-    env = dict(os.environ, ANSIBLE_CONFIG=str(testlib.PROJECT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_CALLBACKS_ENABLED="")  # fmt: skip
-    proc = subprocess.run(
-        [testlib.venv_bin("ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "dicom_reconcile",
-         "-a", json.dumps(args), "-e", f"ansible_python_interpreter={testlib.venv_bin('python')}"],
-        cwd=testlib.PROJECT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return proc.returncode, result
+    return ansible_json.run_module("dicom_reconcile", args, timeout=300, python=testlib.venv_bin("python"))
 
 
 def test_the_target_runs_orthanc_on_postgresql_with_dicomweb(host):

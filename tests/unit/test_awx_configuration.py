@@ -78,7 +78,7 @@ def schedules():
 
 @pytest.mark.parametrize("key", sorted(MODULES))
 def test_every_entry_is_valid_for_its_module(key):
-    entries = schedules() if key == "schedules" else CONFIG[key]
+    entries = schedules() + CONFIG["controller_monitor_schedules"] if key == "schedules" else CONFIG[key]
     assert entries, key
     found = [p for index, entry in enumerate(entries) for p in problems(spec(MODULES[key]), entry, f"{key}[{index}]")]
     assert not found, found
@@ -97,7 +97,8 @@ def test_the_playbook_gives_each_list_to_its_module_and_passes_syntax_check():
     play = yaml.safe_load((REPO / "playbooks" / "awx_configure.yml").read_text())[0]
     used = {next(k for k in t if k.startswith("awx.awx.")).split(".")[-1]: t["loop"]
             for t in play["tasks"] if any(k.startswith("awx.awx.") for k in t)}
-    expected = {module: "{{ __controller_schedules }}" if key == "schedules" else "{{ " + key + " }}"
+    expected = {module: "{{ __controller_schedules + controller_monitor_schedules }}" if key == "schedules"
+                else "{{ " + key + " }}"
                 for key, module in MODULES.items()}
     assert used == expected
     subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", "-i", "localhost,",
@@ -110,8 +111,11 @@ def test_job_templates_run_playbooks_of_the_project_and_surveys_ask_for_variable
     for template in CONFIG["controller_job_templates"] + CONFIG["controller_workflow_job_templates"]:
         if "playbook" in template:
             assert (REPO / template["playbook"]).is_file(), template["playbook"]
+        if template["survey_enabled"] is False:  # the monitor: nothing to ask
+            assert "survey_spec" not in template, template["name"]
+            continue
         survey = template["survey_spec"]
-        assert template["survey_enabled"] is True and {"name", "description", "spec"} <= set(survey)
+        assert {"name", "description", "spec"} <= set(survey)
         for question in survey["spec"]:
             assert {"question_name", "variable", "type", "required"} <= set(question), question
             assert question["type"] in SURVEY_TYPES, question
@@ -120,7 +124,8 @@ def test_job_templates_run_playbooks_of_the_project_and_surveys_ask_for_variable
                 assert question.get("default") in question["choices"]
     names = {t["name"] for t in CONFIG["controller_job_templates"]}
     assert {"Preflight (inventory and hosts, read-only)", "Upgrade PACS", "Upgrade RIS", "Patch workstations",
-            "Verify (health checks, read-only)", "Roll back to a snapshot", "Migrate to the new PACS"} == names
+            "Verify (health checks, read-only)", "Roll back to a snapshot", "Migrate to the new PACS",
+            "Monitor (health checks, findings, alerts)"} == names
 
 
 def test_the_workflow_is_preflight_then_approval_then_upgrade_then_verify():
@@ -149,6 +154,16 @@ def test_schedules_start_when_each_window_opens_in_the_sites_zone():
     first = [rule[0], rule[1], rule[2]]
     assert [d.strftime("%a %Y-%m-%d %H:%M %Z") for d in first] == [
         "Sat 2027-01-02 22:00 CET", "Sun 2027-01-03 22:00 CET", "Sat 2027-01-09 22:00 CET"]
+
+
+def test_the_monitor_runs_every_15_minutes_on_its_own_job_template():
+    (monitor,) = CONFIG["controller_monitor_schedules"]
+    names = {t["name"]: t for t in CONFIG["controller_job_templates"]}
+    assert names[monitor["unified_job_template"]]["playbook"] == "playbooks/monitor.yml"
+    assert monitor["enabled"] is True  # read-only: no window needed
+    rule = rrulestr(monitor["rrule"].replace(" RRULE:", "\nRRULE:"))
+    assert [d.strftime("%Y-%m-%d %H:%M %Z") for d in (rule[0], rule[1], rule[96])] == [
+        "2027-01-01 00:00 UTC", "2027-01-01 00:15 UTC", "2027-01-02 00:00 UTC"]
 
 
 @pytest.mark.parametrize(("windows", "zone", "words"), [

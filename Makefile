@@ -81,30 +81,30 @@ lint: venv
 	  $(BIN)/ansible-doc -M plugins/modules $$n >/dev/null || { echo "ansible-doc fails for $$n"; exit 1; }; \
 	done; echo "ansible-doc: every module renders"
 
+# The unit tests compute: two processes, a test file each at a time.
+UNIT_PYTEST_ARGS := -n 2 --dist loadfile
 unit: deps venv
-	$(BIN)/pytest -n 2 --dist loadfile tests/unit
+	$(BIN)/pytest $(UNIT_PYTEST_ARGS) tests/unit
 
 integration: deps venv images
 	$(BIN)/pytest tests/integration
 
-# The Molecule scenarios in two lanes at once (the machine's two cores): one after the other in
-# each lane, every scenario in exactly one (tools/test_lanes.sh refuses otherwise). The PACS
-# scenarios of lane 1 use the host mol-upgrade-pacs, those of lane 2 mol-pacs2. A published port or a
-# container name is shared only within a lane (tests/unit/test_molecule_ports.py). The unit and
-# integration suites run before the lanes, alone: the integration suite configures the machine's
-# apt-cacher-ng service, which the workstations scenario runs the site cache on, and a third lane
-# beside two scenarios made the machine too slow for pacs_rollback's 60-second back-in-service
-# check (docs/testing.md). The lanes are balanced by the scenarios' times in CI.
-TEST_LANES := "lab pacs_upgrade pacs_rollback ris_upgrade migration windows" "pacs_resume pacs_precheck_refusal ris_rollback workstations"
+# Every test in two lanes at once (the machine's two cores): the items of a lane one after the other,
+# every scenario in exactly one lane (tools/test_lanes.sh refuses otherwise). Each lane starts with a
+# pytest suite: the unit tests (which compute) beside the integration tests (which mostly wait on
+# podman), then each lane's scenarios as its suite ends, so that neither core waits for the other
+# lane's suite. The PACS scenarios of lane 1 use the host mol-upgrade-pacs, those of lane 2 mol-pacs2;
+# a published port or a container name is shared only within a lane (tests/unit/test_molecule_ports.py).
+# The integration suite configures the machine's apt-cacher-ng service, which the workstations
+# scenario runs the site cache on: both are in lane 2, the suite first (tests/unit/test_test_lanes.py).
+# Two lanes, never three: a third made the machine too slow for pacs_rollback's 60-second
+# back-in-service check (docs/testing.md). The lanes are balanced by the items' times in CI.
+TEST_LANES := "unit lab pacs_upgrade pacs_rollback ris_upgrade migration windows" "integration pacs_resume pacs_precheck_refusal ris_rollback workstations"
 molecule: deps venv images artifacts
-	tools/test_lanes.sh $(TEST_LANES)
+	tools/test_lanes.sh --molecule-only $(TEST_LANES)
 
-# The unit and the integration suites run at once: the integration tests mostly wait on podman (a
-# container booting, a snapshot written) while the unit tests compute, and they share no container,
-# port or file (the unit tests run no real podman). Then the Molecule lanes, which want both cores.
-test: lint images
-	@$(MAKE) --no-print-directory -j2 unit integration
-	@$(MAKE) --no-print-directory molecule
+test: lint images artifacts
+	PYTEST_UNIT_ARGS="$(UNIT_PYTEST_ARGS)" tools/test_lanes.sh $(TEST_LANES)
 
 clean: lab-down
 	rm -rf results

@@ -4,7 +4,8 @@
 #   tools/test_lanes.sh "unit integration workstations" "lab pacs_upgrade" "pacs_resume ris_rollback"
 #   tools/test_lanes.sh --molecule-only "unit integration workstations" "lab pacs_upgrade" ...
 # Each argument is a lane: its items run one after the other, the lanes at once. An item is either a
-# pytest suite (`unit`, `integration`: `pytest tests/<suite>`) or a Molecule scenario
+# pytest suite (`unit`, `integration`: `pytest tests/<suite>`, the unit suite with the words of
+# PYTEST_UNIT_ARGS before, `-n 2 --dist loadfile` from the Makefile) or a Molecule scenario
 # (`molecule test -s <scenario>`, as `molecule test --all` would). A lane stops at its first failed
 # item; the other lanes go on. With --molecule-only the pytest suites are left out.
 # Items of different lanes run at the same time, so they must not share a host, a published port, a
@@ -61,7 +62,10 @@ kind() {
 }
 
 run_item() {
-  if [[ " $SUITES " == *" $1 "* ]]; then
+  if [ "$1" = unit ]; then
+    # shellcheck disable=SC2086  # the arguments are words: "-n 2 --dist loadfile"
+    pytest ${PYTEST_UNIT_ARGS:-} tests/unit
+  elif [[ " $SUITES " == *" $1 "* ]]; then
     pytest "tests/$1"
   else
     molecule test -s "$1"
@@ -103,7 +107,17 @@ for item in ${lanes[*]}; do
   cat "$logdir/$item.log"
 done
 # The verdict comes last, so that a CI log cut to its end still names the failed item and shows
-# how it failed.
+# how it failed: first the end of each failed item's log, then every item's status, then the lines of
+# each failed item's log that say why (a pytest assertion, a fatal task), just before the last line.
+for item in ${lanes[*]}; do
+  case $(cat "$logdir/$item.status" 2>/dev/null) in
+    FAILED*)
+      echo
+      echo "---- $item: the last 60 lines of its log"
+      tail -n 60 "$logdir/$item.log"
+      ;;
+  esac
+done
 echo
 for item in ${lanes[*]}; do
   if [ -f "$logdir/$item.status" ]; then
@@ -112,12 +126,12 @@ for item in ${lanes[*]}; do
     status="not run (an earlier item of its lane failed)"
   fi
   echo "lanes: $item: $status"
-  case $status in
+done
+for item in ${lanes[*]}; do
+  case $(cat "$logdir/$item.status" 2>/dev/null) in
     FAILED*)
-      echo "---- $item: the lines of its log that name a failure (line numbers of $logdir/$item.log)"
-      grep -n -E 'fatal:|FAILED!|FAILED |ERROR|failed=[1-9]|Error' "$logdir/$item.log" | head -20
-      echo "---- $item: the last 60 lines of its log"
-      tail -n 60 "$logdir/$item.log"
+      echo "---- $item: why (the lines of $logdir/$item.log that name a failure, with their numbers)"
+      grep -n -E '(^|[│| ]) *E  |FAILED |fatal:|FAILED!|failed=[1-9]|CRITICAL' "$logdir/$item.log" | cut -c1-240 | tail -n 12
       ;;
   esac
 done

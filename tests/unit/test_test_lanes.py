@@ -26,15 +26,17 @@ echo "running $scenario"
 case $scenario in
   bad*) i=0; while [ $i -lt 100 ]; do echo "filler line $i"; i=$((i + 1)); done
         echo "fatal: [host]: FAILED! => the reason of $scenario"
+        echo "  |   E       AssertionError: the assertion of $scenario"
         echo "last words of $scenario"; exit 1 ;;
 esac
 echo "$scenario fine"
 """
 
 FAKE_PYTEST = """#!/bin/sh
-# pytest tests/<suite>
-echo "pytest $1"
-case $1 in
+# pytest [arguments] tests/<suite>
+echo "pytest $*"
+for suite; do :; done
+case $suite in
   tests/integration) [ -n "$FAIL_INTEGRATION" ] && { echo "FAILED tests/integration/test_x.py::test_y"; exit 1; } ;;
 esac
 echo "1 passed in 0.01s"
@@ -83,19 +85,23 @@ def test_the_verdict_comes_last_and_names_the_failure(project):
     assert result.returncode == 1
     out = result.stdout
     verdict = out[out.rindex("================ pytest suite integration"):]
-    verdict = verdict[verdict.index("lanes: unit:"):]
-    assert "lanes: unit: passed in" in verdict
-    assert "lanes: good1: passed in" in verdict
-    assert "lanes: bad1: FAILED after" in verdict
-    assert "lanes: good2: not run (an earlier item of its lane failed)" in verdict
-    assert "lanes: good3: passed in" in verdict
-    assert "lanes: integration: passed in" in verdict
-    # The failure line with its line number in the log, and the log's end, after the verdict.
-    assert "fatal: [host]: FAILED! => the reason of bad1" in verdict
-    assert "last words of bad1" in verdict
+    # After the whole logs: the failed item's last 60 lines (not its beginning) ...
+    verdict = verdict[verdict.index("---- bad1: the last 60 lines of its log"):]
+    assert "last words of bad1" in verdict and "filler line 10\n" not in verdict
+    # ... then every item's status ...
+    statuses = verdict[verdict.index("lanes: unit:"):]
+    assert "last words of bad1" not in statuses
+    for line in ("lanes: unit: passed in", "lanes: good1: passed in", "lanes: bad1: FAILED after",
+                 "lanes: good2: not run (an earlier item of its lane failed)", "lanes: good3: passed in",
+                 "lanes: integration: passed in"):
+        assert line in statuses
+    # ... then why it failed (the lines with their numbers in the log, a pytest assertion among them),
+    # in the last lines, which is what a CI log cut to its end shows.
+    why = statuses[statuses.index("---- bad1: why"):]
+    assert "102:fatal: [host]: FAILED! => the reason of bad1" in why
+    assert "103:  |   E       AssertionError: the assertion of bad1" in why
+    assert len(why.splitlines()) <= 14
     assert verdict.rstrip().endswith("FAILED")
-    # The log's beginning is not repeated: only its failure lines and its last 60 lines.
-    assert "filler line 10\n" not in verdict
 
 
 def test_a_failed_suite_stops_its_lane_and_is_named(project):
@@ -124,13 +130,27 @@ def test_every_item_passing_exits_0_and_molecule_only_leaves_the_suites_out(proj
     assert "lanes: good3: passed in" in result.stdout
 
 
-def test_the_makefile_runs_the_suites_before_the_lanes_never_beside_a_scenario():
+def test_the_unit_suite_gets_the_arguments_the_makefile_gives_and_the_integration_suite_none(project):
+    shutil.rmtree(project / "molecule" / "bad1")
+    result = run(project, "unit good1 good2", "integration good3", PYTEST_UNIT_ARGS="-n 2 --dist loadfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    logs = project / "results" / "lanes"
+    assert "pytest -n 2 --dist loadfile tests/unit\n" in (logs / "unit.log").read_text()
+    assert "pytest tests/integration\n" in (logs / "integration.log").read_text()
+
+
+def test_the_makefile_runs_every_test_in_two_lanes_the_integration_suite_before_the_workstations():
+    lanes = makefile_lanes()
+    assert len(lanes) == 2  # a third lane made the machine too slow for a timing check (docs/testing.md)
+    # Each lane starts with a suite, so that the unit tests (computing) run beside the integration
+    # tests (waiting on podman), not beside a scenario's timing checks only.
+    assert sorted(lane[0] for lane in lanes) == ["integration", "unit"]
     # tests/integration/test_package_cache.py reconfigures, restarts and stops the machine's
-    # apt-cacher-ng service; the workstations scenario's site cache is that same service.
-    items = [item for lane in makefile_lanes() for item in lane]
-    assert "unit" not in items and "integration" not in items
+    # apt-cacher-ng service; the workstations scenario's site cache is that same service: one lane, the
+    # suite before the scenario.
+    (lane,) = [lane for lane in lanes if "integration" in lane]
+    assert "workstations" in lane and lane.index("integration") < lane.index("workstations")
     text = (REPO / "Makefile").read_text()
-    # The unit and integration suites at once (they share no container, port or file), then the lanes.
-    recipe = re.search(r"^test: lint images\n((?:\t.*\n)+)", text, re.MULTILINE).group(1).splitlines()
-    assert [line.split()[-3:] if "-j2" in line else line.split()[-1:] for line in recipe] == [
-        ["-j2", "unit", "integration"], ["molecule"]]
+    recipe = re.search(r"^test: lint images artifacts\n((?:\t.*\n)+)", text, re.MULTILINE).group(1)
+    assert recipe.strip() == 'PYTEST_UNIT_ARGS="$(UNIT_PYTEST_ARGS)" tools/test_lanes.sh $(TEST_LANES)'
+    assert "\t$(BIN)/pytest $(UNIT_PYTEST_ARGS) tests/unit\n" in text  # make unit: the same arguments

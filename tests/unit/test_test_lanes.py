@@ -60,7 +60,9 @@ def project(tmp_path):
 
 
 def run(project, *lanes, **env):
-    env = dict(os.environ, PATH=f"{project / 'bin'}:{os.environ['PATH']}", **env)
+    # Not the arguments of the run this test is part of (make test exports PYTEST_UNIT_ARGS).
+    base = {k: v for k, v in os.environ.items() if k != "PYTEST_UNIT_ARGS"}
+    env = dict(base, PATH=f"{project / 'bin'}:{os.environ['PATH']}", **env)
     return subprocess.run(
         ["bash", str(project / "tools" / "test_lanes.sh"), *lanes],
         env=env, capture_output=True, text=True, timeout=60, check=False,

@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 DEB_PACKAGES := openssh-client chromium podman runc debootstrap uidmap slirp4netns dcmtk orthanc lvm2 python3-venv openssl make nginx-light apt-cacher-ng logrotate dnf dnf-plugins-core rpm createrepo-c
 
-.PHONY: help deps venv images artifacts lab-up lab-down verify upgrade demo lint unit integration molecule test clean
+.PHONY: help deps venv bench-deps images artifacts lab-up lab-down verify upgrade demo lint unit integration molecule test clean
 
 help:
 	@echo "make demo      install what is missing, bring the lab up, upgrade its PACS, verify"
@@ -40,6 +40,14 @@ $(STAMP_DIR)/venv: pyproject.toml | deps
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@mkdir -p $(STAMP_DIR) && touch $@
+
+# The peers the migration and reconciliation benchmarks measure against (bench/README.md), not needed
+# to run or test the project. orthanc-tools 0.23.0 pins hl7 0.4.2, older than the project accepts; its
+# cloner and comparator do not use hl7, so the project's hl7 is put back after it.
+bench-deps: venv
+	$(PY) -m pip install -q 'orthanc-tools==0.23.0'
+	$(PY) -m pip install -q 'hl7>=0.4.5,<0.5'
+	$(PY) -c 'import orthanc_tools.orthanc_comparator, orthanc_tools.orthanc_cloner, hl7'
 
 images: deps
 	lab/build-image.sh debian12

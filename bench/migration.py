@@ -20,7 +20,7 @@ over the repeats: instances per second of the whole run (wall time, the playbook
 included), of the copy alone (the playbook's report), the ratio migrate / cloner within each repeat,
 and the machine's load.
 
-    .venv/bin/pip install 'orthanc-tools==0.23.0'       # or: pip install -e '.[bench]'
+    make bench-deps                                     # orthanc-tools 0.23.0 (hl7 kept at the project's)
     .venv/bin/python bench/migration.py --repeat 3 --json results/migration.json
 
 Goal (issue "Migration to a new PACS"): migrate.yml at least 3x the cloner's instances per second, with
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import orthanc_tools  # noqa: F401
     except ImportError:
-        parser.error("orthanc-tools is not installed: .venv/bin/pip install 'orthanc-tools==0.23.0'")
+        parser.error("orthanc-tools is not installed: run make bench-deps")
     _, dicom_synth = module_utils()
     workdir = Path(tempfile.mkdtemp(prefix="cu-bench-migration-"))
     seed = ROOT / "lab" / "state" / f"bench-migration-{args.studies}x{SERIES}x{INSTANCES}-{args.size}px"

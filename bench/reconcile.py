@@ -21,7 +21,7 @@ Each repeat, on the same two running archives:
 Reported per repeat and as medians: the wall time of each, the ratio comparator / reconcile within each
 repeat, and the machine's load.
 
-    .venv/bin/pip install 'orthanc-tools==0.23.0'
+    make bench-deps                                     # orthanc-tools 0.23.0 (hl7 kept at the project's)
     .venv/bin/python bench/reconcile.py --repeat 3 --json results/reconcile.json
 
 Goals (issue "Migration to a new PACS"): reconcile at most 60 s and at least 10x faster than the
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import orthanc_tools  # noqa: F401
     except ImportError:
-        parser.error("orthanc-tools is not installed: .venv/bin/pip install 'orthanc-tools==0.23.0'")
+        parser.error("orthanc-tools is not installed: run make bench-deps")
     state = ROOT / "lab" / "state" / f"bench-reconcile-{args.studies}"
     seed(state, args.studies)
     workdir = Path(tempfile.mkdtemp(prefix="cu-bench-reconcile-"))

@@ -107,7 +107,7 @@ integration: deps venv images
 # scenario runs the site cache on: both are in lane 2, the suite first (tests/unit/test_test_lanes.py).
 # Two lanes, never three: a third made the machine too slow for pacs_rollback's 60-second
 # back-in-service check (docs/testing.md). The lanes are balanced by the items' times in CI.
-TEST_LANES := "unit lab pacs_upgrade pacs_rollback ris_upgrade migration windows" "integration pacs_resume pacs_precheck_refusal ris_rollback workstations"
+TEST_LANES := "unit lab pacs_upgrade pacs_precheck_refusal pacs_rollback ris_upgrade migration windows" "integration pacs_resume ris_rollback workstations"
 molecule: deps venv images artifacts
 	tools/test_lanes.sh --molecule-only $(TEST_LANES)
 

@@ -11,8 +11,8 @@ import json
 import testlib
 
 testinfra_hosts = ["ansible://pacs"]
-HOST = "mol-pacs2"
-REST = testlib.OrthancRest("http://127.0.0.1:27042")
+HOST = "mol-upgrade-pacs"
+REST = testlib.OrthancRest("http://127.0.0.1:26042")
 LIVE_DB = ("/var/lib/orthanc/db-v6/index", "/var/lib/orthanc/db-v6/index-wal", "/var/lib/orthanc/db-v6/index-shm")
 
 _SKIP = r"\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp " \
@@ -21,13 +21,13 @@ _SKIP = r"\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp
 
 def test_disk_refusal_says_needed_and_available():
     log = (testlib.EPHEMERAL / "refusal-disk.log").read_text()
-    assert "Precheck refused mol-pacs2, nothing was changed" in log
+    assert "Precheck refused mol-upgrade-pacs, nothing was changed" in log
     assert "PRE-004" in log
 
 
 def test_window_refusal_says_when_it_opens():
     log = (testlib.EPHEMERAL / "refusal-window.log").read_text()
-    assert "Precheck refused mol-pacs2, nothing was changed" in log
+    assert "Precheck refused mol-upgrade-pacs, nothing was changed" in log
     assert "PRE-007" in log
 
 

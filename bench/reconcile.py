@@ -106,11 +106,21 @@ def start_pair(state: Path, workdir: Path) -> tuple[Orthanc, Orthanc]:
 
 
 def inject(target: Orthanc) -> tuple[list[str], str]:
-    """Delete DELETED instances and alter ALTERED on the target; their SOP Instance UIDs."""
+    """Delete DELETED instances and alter one on the target; their SOP Instance UIDs.
+
+    The deep check compares the files of a sample of the studies (500 of the 1,000 by default, chosen
+    reproducibly by ``archive_reconcile.sample_studies``), as the issue specifies; the bench alters an
+    instance of a sampled study, so that every run proves the deep check finds what it compares. The
+    deleted instances are found by the inventory, which covers every instance, wherever they are."""
     from pydicom import dcmread
 
-    ids = sorted(target.get("/instances?limit=200"))
-    uids = [target.get(f"/instances/{i}")["MainDicomTags"]["SOPInstanceUID"] for i in ids[: DELETED + ALTERED]]
+    archive_reconcile, _ = module_utils()
+    studies = {s["MainDicomTags"]["StudyInstanceUID"]: s["ID"] for s in target.get("/studies?expand")}
+    sampled = archive_reconcile.sample_studies(set(studies), 500)
+    ids = sorted(target.get("/instances?since=0&limit=200"))
+    in_sample = sorted(i["ID"] for i in target.get(f"/studies/{studies[sampled[len(sampled) // 2]]}/instances"))
+    ids = [i for i in ids if i not in in_sample][:DELETED] + in_sample[:1]
+    uids = [target.get(f"/instances/{i}")["MainDicomTags"]["SOPInstanceUID"] for i in ids]
     for key in ids[:DELETED]:
         target.delete(f"/instances/{key}")
     key = ids[DELETED]
@@ -180,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                          "studies_sampled": result.get("deep_check", {}).get("studies_sampled"),
                          "instances_compared": result.get("deep_check", {}).get("instances_compared"),
                          "timings_s": result.get("timings_s"), "load_before": round(load, 2)})  # fmt: skip
+            if not found_ok:  # what it found instead, to see why the run does not count
+                runs[-1]["found"] = {key: [e.get("sop_instance_uid") for e in result.get(key, [])][:20]
+                                     for key in ("missing", "extra", "differing", "unreadable")}  # fmt: skip
+                runs[-1]["expected"] = {"missing": deleted, "differing": [altered], "msg": result.get("msg")}
             print(json.dumps(runs[-1]), flush=True)
             load = os.getloadavg()[0]
             wall = run_comparator(source, target, args.studies)

@@ -63,6 +63,17 @@ NOGET_AE = "CLINUPG-NOGET"
 # --------------------------------------------------------------------------- helpers
 
 
+def prometheus_samples(text: str) -> dict:
+    """{(name, frozenset(labels)): value} of a Prometheus text file, as prometheus_client's parser reads it.
+
+    Used by the unit test of the monitor and by the lab scenario's (molecule/lab/tests/test_monitor.py).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def free_port() -> int:
     """A free TCP port on loopback (bind to 0, read it, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

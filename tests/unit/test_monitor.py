@@ -19,23 +19,13 @@ import pytest
 import syslog_rfc5424
 import yaml
 from conftest import _orthanc_peer
-from prometheus_client.parser import text_string_to_metric_families
-from support import LOOPBACK, stop_process
+from support import LOOPBACK, prometheus_samples, stop_process
 from syslog_rfc5424_parser import SyslogMessage
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "filter_plugins"))
 
 from report import monitor_view, report_metrics  # noqa: E402
-
-
-def metrics(text) -> dict:
-    """{(name, frozenset(labels)): value} as prometheus_client reads the text."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[sample.name, frozenset(sample.labels.items())] = sample.value
-    return out
 
 
 def wait_for(condition, seconds=5.0):
@@ -82,7 +72,7 @@ def test_the_metrics_read_back_with_prometheus_clients_parser():
     view = monitor_view(hostvars, ["pacs1", "ws1", "ws2"], {"id": "m1"})
     assert [(f["host"], f["check"], f["severity"]) for f in view["findings"]] == [
         ("pacs1", "dicom_echo", 1), ("ws2", "host_reachable", 3)]
-    got = metrics(report_metrics(view, 1796337000.5))
+    got = prometheus_samples(report_metrics(view, 1796337000.5))
     assert got["clinical_check_up", frozenset({"host": "pacs1", "check": "dicom_echo", "phase": "verify"}.items())] == 0
     assert got["clinical_check_up", frozenset({"host": "ws1", "check": "image_load", "phase": "verify"}.items())] == 1
     assert got["clinical_check_latency_seconds",
@@ -145,7 +135,7 @@ def run_monitor(tmp_path, pacs, syslog_port):
     )
     latest = tmp_path / "evidence" / "monitor" / "monitor-latest.json"
     prom = tmp_path / "evidence" / "monitor" / "clinical_upgrade.prom"
-    return proc, json.loads(latest.read_text()), metrics(prom.read_text())
+    return proc, json.loads(latest.read_text()), prometheus_samples(prom.read_text())
 
 
 def test_monitoring_a_pacs_that_answers_then_one_that_stopped(tmp_path_factory, tmp_path):

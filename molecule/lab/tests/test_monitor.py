@@ -6,11 +6,15 @@ answers before the test ends (the other tests of the scenario read the same PACS
 
 import json
 import subprocess
+import sys
 import time
 
 import junitparser
 import testlib
-from prometheus_client.parser import text_string_to_metric_families
+
+# The Prometheus text parser shared with the unit test of the monitor (tests/support.py).
+sys.path.insert(0, str(testlib.PROJECT / "tests"))
+from support import prometheus_samples  # noqa: E402
 
 LAB_HOSTS = {"mol-pacs1", "mol-ris1", "mol-lab-ws1", "mol-lab-ws2"}
 PACS_REST = "http://127.0.0.1:28042"
@@ -22,10 +26,7 @@ def monitor(tag: str) -> tuple[subprocess.CompletedProcess, dict, dict, dict]:
     proc = testlib.run_playbook("monitor.yml", "-e", f"clinical_upgrade_evidence_dir={out}", timeout=600)
     latest = out / "monitor" / "monitor-latest.json"
     assert latest.exists(), f"monitor.yml wrote no result:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
-    samples = {}
-    for family in text_string_to_metric_families((out / "monitor" / "clinical_upgrade.prom").read_text()):
-        for sample in family.samples:
-            samples[sample.name, frozenset(sample.labels.items())] = sample.value
+    samples = prometheus_samples((out / "monitor" / "clinical_upgrade.prom").read_text())
     [junit] = (out / "monitor").glob("monitor-*.junit.xml")
     cases = {(suite.name, case.name): case for suite in junitparser.JUnitXml.fromfile(str(junit)) for case in suite}
     return proc, json.loads(latest.read_text()), samples, cases

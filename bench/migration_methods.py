@@ -13,7 +13,11 @@ on the same seeded source (bench/migration.py's varied synthetic archive) and in
 - ``peer``: the source's own transfer job over HTTP (POST /peers/{target}/store, one job);
 - ``cstore``: the source's own C-STORE job to the target (POST /modalities/{target}/store, one job: one
   association, what a C-MOVE from the target would also give);
-- ``cstore2``: two such jobs at once, each with half the studies.
+- ``cstore2``: two such jobs at once, each with half the studies;
+- ``cloner``: orthanc-tools' OrthancCloner (4 threads), the peer of the issue's goal (``make bench-deps``);
+- ``ceiling``: not a method but the target's own limit: the same ZIP batches as ``zip``, fetched from the
+  source before the clock starts, then only posted to the target, 4 at a time. No copy through this
+  target's REST API can be faster on this machine.
 
 Each target is then reconciled with the source (every instance's recorded MD5), and a run counts only
 with 0 discrepancies. Printed and written: the wall time and instances per second of each run, the
@@ -31,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,10 +43,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 
 import ansible_json  # noqa: E402
-from migration import INSTANCES, SERIES, Orthanc, module_utils, reconcile  # noqa: E402
+from migration import INSTANCES, SERIES, Orthanc, module_utils, reconcile, run_cloner  # noqa: E402
 from upgrade_downtime import RESULTS, ROOT, median  # noqa: E402
 
-METHODS = ("zip", "instance", "peer", "cstore", "cstore2")
+METHODS = ("zip", "instance", "peer", "cstore", "cstore2", "cloner", "ceiling")
+BATCH_STUDIES = 4  # studies of 50 instances per ZIP in ceiling: pacs_migrate's default of 200 instances
 JOB_TIMEOUT_S = 1800
 
 
@@ -61,8 +67,22 @@ def post_json(orthanc: Orthanc, path: str, body: dict) -> dict:
     return orthanc.post(path, json.dumps(body).encode())
 
 
-def copy(method: str, source: Orthanc, target: Orthanc, studies: list[str]) -> None:
-    if method in ("zip", "instance"):
+def fetch_batches(source: Orthanc, studies: list[str]) -> list[bytes]:
+    """The source's ZIPs of BATCH_STUDIES studies each, as pacs_migrate's archive method asks for them."""
+    groups = [studies[k : k + BATCH_STUDIES] for k in range(0, len(studies), BATCH_STUDIES)]
+    body = [json.dumps({"Resources": group, "Synchronous": True}).encode() for group in groups]
+    return [source._request("/tools/create-archive", b, method="POST", raw=True) for b in body]
+
+
+def copy(method: str, source: Orthanc, target: Orthanc, studies: list[str], batches: list[bytes]) -> float:
+    """Copy the source into the target by one method; the seconds it took."""
+    started = time.monotonic()
+    if method == "cloner":
+        return run_cloner(source, target, 4)
+    if method == "ceiling":
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda data: target._request("/instances", data, method="POST"), batches))
+    elif method in ("zip", "instance"):
         args = {"source": source.rest(), "target": target.rest(), "workers": 4,
                 "method": "archive" if method == "zip" else "instance"}  # fmt: skip
         _, result = ansible_json.run_module("pacs_migrate", args)
@@ -78,6 +98,7 @@ def copy(method: str, source: Orthanc, target: Orthanc, studies: list[str]) -> N
         ids = [post_json(source, "/modalities/target/store", body)["ID"] for body in bodies]
         for job in ids:
             wait_job(source, job)
+    return time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     if args.studies < 1 or args.repeat < 1 or not set(methods) <= set(METHODS):
         parser.error(f"--studies and --repeat must be 1 or more, --methods of {', '.join(METHODS)}")
+    if "cloner" in methods:
+        try:
+            import orthanc_tools  # noqa: F401
+        except ImportError:
+            parser.error("orthanc-tools is not installed: run make bench-deps")
     _, dicom_synth = module_utils()
     seed = ROOT / "lab" / "state" / f"bench-migration-{args.studies}x{SERIES}x{INSTANCES}-64px"
     manifest = dicom_synth.generate_studies(seed, args.studies, SERIES, INSTANCES, 64, varied=True)
@@ -105,9 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 target = Orthanc(workdir, f"target-{method}-{repeat}", aet="TARGET")
                 load = os.getloadavg()[0]
                 try:
-                    started = time.monotonic()
-                    copy(method, source, target, studies)
-                    wall = time.monotonic() - started
+                    batches = fetch_batches(source, studies) if method == "ceiling" else []
+                    wall = copy(method, source, target, studies, batches)
                     check = reconcile(source, target)
                 finally:
                     target.stop()

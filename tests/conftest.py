@@ -580,6 +580,20 @@ A_ABORT_PDU = bytes([0x07, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x02, 0x00]
 A_ASSOCIATE_RJ_PDU = bytes([0x03, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x01, 0x01, 0x07])
 
 
+def read_request(conn: socket.socket) -> None:
+    """Read what the requester sent first: a whole A-ASSOCIATE-RQ PDU (type 1, by its length), or one
+    read of anything else (the TLS probe's ClientHello). Unread bytes would make the close a reset."""
+    first = conn.recv(65536)
+    if len(first) < 6 or first[0] != 0x01:
+        return
+    remaining = 6 + int.from_bytes(first[2:6], "big") - len(first)
+    while remaining > 0:
+        chunk = conn.recv(min(65536, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
 @dataclass
 class RawPeer:
     host: str
@@ -618,8 +632,13 @@ def raw_peer():
                 if behaviour == "close-then-reject" and len(peer.connections) > 1:
                     with contextlib.suppress(OSError):
                         conn.settimeout(2)
-                        conn.recv(65536)
+                        read_request(conn)
                         conn.sendall(A_ASSOCIATE_RJ_PDU)
+                        # As a real SCP: let the requester read the rejection and close first. Closing
+                        # at once could reset the connection before the A-ASSOCIATE-RJ is read.
+                        conn.shutdown(socket.SHUT_WR)
+                        while conn.recv(65536):
+                            pass
                     conn.close()
                 elif behaviour == "silent":
                     held.append(conn)

@@ -594,6 +594,19 @@ def read_request(conn: socket.socket) -> None:
         remaining -= len(chunk)
 
 
+def answer(conn: socket.socket, pdu: bytes) -> None:
+    """Read the request, send ``pdu`` and close as a DICOM acceptor does (PS3.8 ARTIM): only once the
+    requester has closed, or after 2 s. Closing at once, or half-closing, lets the requester see the end
+    of the connection before it has handled the answer."""
+    with contextlib.suppress(OSError):
+        conn.settimeout(2)
+        read_request(conn)
+        conn.sendall(pdu)
+        while conn.recv(65536):
+            pass
+    conn.close()
+
+
 @dataclass
 class RawPeer:
     host: str
@@ -630,25 +643,11 @@ def raw_peer():
                     continue
                 peer.connections.append(time.monotonic())
                 if behaviour == "close-then-reject" and len(peer.connections) > 1:
-                    with contextlib.suppress(OSError):
-                        conn.settimeout(2)
-                        read_request(conn)
-                        conn.sendall(A_ASSOCIATE_RJ_PDU)
-                        # As a real SCP: let the requester read the rejection and close first. Closing
-                        # at once could reset the connection before the A-ASSOCIATE-RJ is read.
-                        conn.shutdown(socket.SHUT_WR)
-                        while conn.recv(65536):
-                            pass
-                    conn.close()
+                    answer(conn, A_ASSOCIATE_RJ_PDU)
                 elif behaviour == "silent":
                     held.append(conn)
                 elif behaviour == "abort":
-                    with contextlib.suppress(OSError):
-                        conn.settimeout(2)
-                        conn.recv(65536)
-                        conn.sendall(A_ABORT_PDU)
-                        time.sleep(0.2)
-                    conn.close()
+                    answer(conn, A_ABORT_PDU)
                 else:
                     conn.close()
 

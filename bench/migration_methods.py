@@ -47,7 +47,8 @@ from migration import INSTANCES, SERIES, Orthanc, module_utils, reconcile, run_c
 from upgrade_downtime import RESULTS, ROOT, median  # noqa: E402
 
 METHODS = ("zip", "instance", "peer", "cstore", "cstore2", "cloner", "ceiling")
-BATCH_STUDIES = 4  # studies of 50 instances per ZIP in ceiling: pacs_migrate's default of 200 instances
+# Studies per ZIP in ceiling: pacs_migrate's default batch of 200 instances, in whole studies.
+BATCH_STUDIES = max(1, 200 // (SERIES * INSTANCES))
 JOB_TIMEOUT_S = 1800
 
 
@@ -76,12 +77,12 @@ def fetch_batches(source: Orthanc, studies: list[str]) -> list[bytes]:
 
 def copy(method: str, source: Orthanc, target: Orthanc, studies: list[str], batches: list[bytes]) -> float:
     """Copy the source into the target by one method; the seconds it took."""
-    started = time.monotonic()
     if method == "cloner":
         return run_cloner(source, target, 4)
+    started = time.monotonic()
     if method == "ceiling":
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda data: target._request("/instances", data, method="POST"), batches))
+            list(pool.map(lambda data: target.post("/instances", data), batches))
     elif method in ("zip", "instance"):
         args = {"source": source.rest(), "target": target.rest(), "workers": 4,
                 "method": "archive" if method == "zip" else "instance"}  # fmt: skip
